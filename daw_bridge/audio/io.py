@@ -1,0 +1,238 @@
+"""Reading a span of the user's audio and writing stems, with pedalboard.
+
+Reading validates everything a DAW user can throw at us (missing or damaged
+files, odd channel counts, NaN samples, spans past the end) and turns it into a
+clear :class:`AudioInputError`. Writing is atomic and never replaces an existing
+file unless asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pedalboard.io import AudioFile
+
+from daw_bridge.errors import AudioInputError, InvalidOptionError
+from daw_bridge.files import atomic_output
+
+log = logging.getLogger(__name__)
+
+MIN_SAMPLERATE = 8_000
+MAX_SAMPLERATE = 192_000
+READABLE_SUFFIXES = (".wav", ".aif", ".aiff", ".bwf", ".flac", ".mp3", ".ogg")
+_UNCOMPRESSED = (".wav", ".aif", ".aiff", ".bwf")
+_BYTES_PER_SAMPLE = {"int8": 1, "uint8": 1, "int16": 2, "int24": 3, "int32": 4, "float32": 4}
+
+SampleFormat = Literal["float32", "int24", "int16"]
+_BIT_DEPTH: dict[str, int] = {"float32": 32, "int24": 24, "int16": 16}
+SAMPLE_FORMATS: tuple[str, ...] = tuple(_BIT_DEPTH)
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """Samples ``(channels, frames)`` float32 read from ``source`` at ``start_frame``."""
+
+    samples: np.ndarray
+    samplerate: int
+    source: Path
+    start_frame: int
+    file_frames: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[1])
+
+    def content_sha256(self) -> str:
+        """Hash of the decoded span (rate included): the identity of what was separated."""
+        digest = hashlib.sha256(str(self.samplerate).encode())
+        digest.update(np.ascontiguousarray(self.samples, dtype=np.float32).tobytes())
+        return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open(path: Path) -> AudioFile:
+    if not path.exists():
+        raise AudioInputError(
+            f"Input file not found: {path}", "Check the path (quote it if it contains spaces)."
+        )
+    if not path.is_file():
+        raise AudioInputError(f"{path} is not a file.", "Give the path of an audio file.")
+    try:
+        return AudioFile(str(path))
+    except (ValueError, RuntimeError, OSError) as error:
+        raise AudioInputError(
+            f"Cannot read {path} as audio ({error}).",
+            f"Use a WAV, AIFF, FLAC, MP3 or OGG file; convert other formats first "
+            f"(readable: {', '.join(READABLE_SUFFIXES)}).",
+        ) from error
+
+
+def _check_not_truncated(path: Path, handle: AudioFile) -> None:
+    """pedalboard pads a truncated file with silence; catch that instead of separating it."""
+    suffix = path.suffix.lower()
+    if suffix in _UNCOMPRESSED:
+        width = _BYTES_PER_SAMPLE.get(str(handle.file_dtype), 1)
+        needed = handle.frames * handle.num_channels * width
+        if path.stat().st_size < needed:
+            raise AudioInputError(
+                f"{path} is truncated: its header promises {handle.frames} frames "
+                f"({needed} bytes of samples) but the file holds only {path.stat().st_size} bytes.",
+                "Re-export or copy the file again; it was cut off while being written.",
+            )
+
+
+def _check_flac_decodes(path: Path, start: int, frames: int) -> None:
+    """pedalboard returns zeros where a FLAC stream is damaged; libsndfile reports it."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(str(path)) as handle:
+            handle.seek(start)
+            handle.read(frames, dtype="float32")
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioInputError(
+            f"{path} is damaged or truncated: the FLAC stream cannot be decoded ({error}).",
+            "Re-export or copy the file again.",
+        ) from error
+
+
+def audio_info(path: Path | str) -> tuple[int, int, int]:
+    """``(samplerate, channels, frames)`` of a readable audio file."""
+    path = Path(path)
+    with _open(path) as handle:
+        return int(handle.samplerate), int(handle.num_channels), int(handle.frames)
+
+
+@dataclass(frozen=True)
+class _SpanPlan:
+    samplerate: int
+    first: int
+    count: int
+    total: int
+
+
+def _plan_span(path: Path, handle: AudioFile, start: float, duration: float | None) -> _SpanPlan:
+    """Validate the file's header and the requested span without decoding audio."""
+    samplerate = round(handle.samplerate)
+    channels = int(handle.num_channels)
+    total = int(handle.frames)
+    seconds = total / samplerate if samplerate else 0.0
+    if not MIN_SAMPLERATE <= samplerate <= MAX_SAMPLERATE:
+        raise AudioInputError(
+            f"{path} has a sample rate of {samplerate} Hz; daw-bridge reads "
+            f"{MIN_SAMPLERATE} Hz to {MAX_SAMPLERATE} Hz.",
+            "Resample the file to 44100 or 48000 Hz first.",
+        )
+    if channels > 2:
+        raise AudioInputError(
+            f"{path} has {channels} channels; daw-bridge separates mono or stereo audio.",
+            "Render or downmix the clip to stereo (or mono) and split that file.",
+        )
+    if total == 0 or channels == 0:
+        raise AudioInputError(f"{path} contains no audio (0 samples).", "Choose a clip with audio.")
+    if start < 0 or not np.isfinite(start):
+        raise AudioInputError(f"Start time {start} s is invalid.", "Use a start time >= 0.")
+    if duration is not None and (not np.isfinite(duration) or duration <= 0):
+        raise AudioInputError(
+            f"Duration {duration} s is invalid.", "Use a duration greater than 0."
+        )
+    first = round(start * samplerate)
+    count = total - first if duration is None else round(duration * samplerate)
+    if first >= total or count <= 0:
+        raise AudioInputError(
+            f"The span starting at {start:.3f} s is outside {path} ({seconds:.3f} s long).",
+            f"Use a start time below {seconds:.3f} s.",
+        )
+    if first + count > total:
+        raise AudioInputError(
+            f"The span {start:.3f} s + {duration:.3f} s runs past the end of {path} "
+            f"({seconds:.3f} s long).",
+            f"Shorten the duration to at most {(total - first) / samplerate:.3f} s.",
+        )
+    _check_not_truncated(path, handle)
+    return _SpanPlan(samplerate, first, count, total)
+
+
+def check_span(path: Path | str, start: float = 0.0, duration: float | None = None) -> None:
+    """Raise the error :func:`read_span` would, from the header alone (cheap, early)."""
+    path = Path(path)
+    with _open(path) as handle:
+        _plan_span(path, handle, start, duration)
+
+
+def read_span(path: Path | str, start: float = 0.0, duration: float | None = None) -> AudioSpan:
+    """Read ``[start, start + duration)`` seconds (to the end if ``duration`` is None)."""
+    path = Path(path)
+    with _open(path) as handle:
+        plan = _plan_span(path, handle, start, duration)
+        handle.seek(plan.first)
+        samples = np.asarray(handle.read(plan.count), dtype=np.float32)
+    if path.suffix.lower() == ".flac":
+        _check_flac_decodes(path, plan.first, plan.count)
+    if samples.shape[1] != plan.count:
+        raise AudioInputError(
+            f"{path} ended after {samples.shape[1]} of the {plan.count} frames expected.",
+            "The file is truncated or damaged; re-export it.",
+        )
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        where = (plan.first + int(np.argmax(bad.any(axis=0)))) / plan.samplerate
+        raise AudioInputError(
+            f"{path} contains {int(bad.sum())} NaN or infinite samples (first at {where:.3f} s).",
+            "The file is damaged or was rendered from a broken plug-in; re-render it.",
+        )
+    return AudioSpan(
+        samples=np.ascontiguousarray(samples),
+        samplerate=plan.samplerate,
+        source=path,
+        start_frame=plan.first,
+        file_frames=plan.total,
+    )
+
+
+def write_audio(
+    path: Path | str,
+    samples: np.ndarray,
+    samplerate: int,
+    sample_format: SampleFormat = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``(channels, frames)`` as WAV atomically; float32 keeps every value as is."""
+    path = Path(path)
+    if sample_format not in _BIT_DEPTH:
+        raise InvalidOptionError(
+            f"Unknown sample format {sample_format!r}.", f"Use one of {', '.join(SAMPLE_FORMATS)}."
+        )
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if sample_format != "float32" and peak > 1.0:
+        log.warning(
+            "%s peaks at %+.2f dBFS and will clip as %s; use the float32 format to keep it intact.",
+            path.name,
+            20 * np.log10(peak),
+            sample_format,
+        )
+    with (
+        atomic_output(path, overwrite) as temporary,
+        AudioFile(
+            str(temporary), "w", samplerate, samples.shape[0], bit_depth=_BIT_DEPTH[sample_format]
+        ) as handle,
+    ):
+        handle.write(samples)
+    return path

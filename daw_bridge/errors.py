@@ -1,0 +1,45 @@
+"""Errors a user can act on.
+
+Every failure that reaches a producer must say what went wrong *and* how to fix
+it, so each error carries a ``fix`` next to its ``problem``. The CLI (and later
+the server) print these without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DawBridgeError(Exception):
+    """Base class: a problem the user can fix, with the fix spelled out."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.problem}\nHow to fix: {self.fix}"
+        return self.problem
+
+
+class AudioInputError(DawBridgeError):
+    """The input audio cannot be read or is not usable for separation."""
+
+
+class OutputExistsError(DawBridgeError):
+    """Writing would overwrite a file the user already has."""
+
+
+class ModelUnavailableError(DawBridgeError):
+    """Model weights cannot be found, downloaded or verified."""
+
+
+class InvalidOptionError(DawBridgeError):
+    """An option has a value that cannot work."""
+
+
+class CancelledError(DawBridgeError):
+    """The job was cancelled by its caller; nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__("Separation was cancelled.")

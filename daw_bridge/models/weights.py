@@ -1,0 +1,276 @@
+"""Find, download and verify pretrained model weights.
+
+demucs fetches its checkpoints through ``torch.hub``, which fails offline with a
+bare traceback, can leave a half-written file behind and says nothing about
+where a file could be put by hand. Here each checkpoint is looked up, in order:
+
+1. the folder given as ``model_dir`` (``--model-dir``), else ``$DAW_BRIDGE_MODEL_DIR``;
+2. our own cache, ``platformdirs.user_cache_dir("daw-bridge")/models``
+   (``$DAW_BRIDGE_CACHE_DIR`` overrides it);
+3. the torch hub cache where demucs already keeps these files, so an existing
+   demucs user never downloads them twice;
+4. otherwise it is downloaded into our cache.
+
+Every file is checked against the SHA-256 prefix in its name (and its size when
+known), whether found or downloaded. A download streams into a temporary file in
+the cache folder that is renamed into place only once verified, so a partial or
+wrong file never appears under the final name. Every failure is a
+:class:`ModelUnavailableError` that names the file, its URL and the folder to put
+it in by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import platformdirs
+from tqdm import tqdm
+
+from daw_bridge import __version__
+from daw_bridge.errors import ModelUnavailableError
+from daw_bridge.models.catalog import ModelFile, ModelSpec, get_spec
+
+MODEL_DIR_ENV = "DAW_BRIDGE_MODEL_DIR"
+CACHE_DIR_ENV = "DAW_BRIDGE_CACHE_DIR"
+
+_TIMEOUT_S = 30
+_CHUNK = 1 << 20
+_DSP_HINT = "Or separate with --model dsp, which needs no weights."
+
+
+def cache_dir() -> Path:
+    """Where daw-bridge downloads weights to (``$DAW_BRIDGE_CACHE_DIR`` overrides)."""
+    override = _env_path(CACHE_DIR_ENV)
+    if override is not None:
+        return override
+    return Path(platformdirs.user_cache_dir("daw-bridge", appauthor=False)) / "models"
+
+
+def resolve_weights(
+    model: str | ModelSpec,
+    *,
+    model_dir: Path | str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> list[Path]:
+    """Return a verified local path for each checkpoint of ``model``, in order.
+
+    ``model`` is a catalog name such as ``"htdemucs"`` or a :class:`ModelSpec`.
+    ``model_dir`` (else ``$DAW_BRIDGE_MODEL_DIR``) is searched first. Missing files
+    are downloaded into :func:`cache_dir` unless ``download`` is False; ``progress``
+    shows a byte progress bar on stderr. Raises :class:`ModelUnavailableError`.
+    """
+    spec = get_spec(model) if isinstance(model, str) else model
+    user_dir = Path(model_dir).expanduser() if model_dir is not None else _env_path(MODEL_DIR_ENV)
+    if user_dir is not None and not user_dir.is_dir():
+        raise ModelUnavailableError(
+            f"The model folder {user_dir} (from --model-dir or ${MODEL_DIR_ENV}) "
+            "does not exist or is not a folder.",
+            f"Fix the path, or create the folder and put the weights of model {spec.name!r} "
+            f"in it, downloaded by hand from {', '.join(f.url for f in spec.files)}. {_DSP_HINT}",
+        )
+    hand_dir = user_dir or cache_dir()
+    return [
+        _resolve_file(spec, file, user_dir, hand_dir, download, progress) for file in spec.files
+    ]
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def _torch_hub_checkpoints() -> Path:
+    """``torch.hub.get_dir()/checkpoints``, computed the same way without importing torch."""
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    torch_home = os.environ.get("TORCH_HOME", os.path.join(xdg, "torch"))
+    return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
+
+
+def _search_dirs(user_dir: Path | None) -> list[Path]:
+    dirs = [user_dir, cache_dir(), _torch_hub_checkpoints()]
+    return list(dict.fromkeys(d for d in dirs if d is not None))
+
+
+def _resolve_file(
+    spec: ModelSpec,
+    file: ModelFile,
+    user_dir: Path | None,
+    hand_dir: Path,
+    download: bool,
+    progress: bool,
+) -> Path:
+    searched = _search_dirs(user_dir)
+    for folder in searched:
+        candidate = folder / file.filename
+        if candidate.is_file():
+            _verify_local(spec, file, candidate)
+            return candidate
+    if not download:
+        raise ModelUnavailableError(
+            f"The weights of model {spec.name!r} (file {file.filename}) are not on this "
+            f"computer, and downloading is turned off. Looked in: "
+            f"{', '.join(str(d) for d in searched)}.",
+            f"Allow downloading, or {_by_hand(spec, file, hand_dir)}",
+        )
+    target = cache_dir() / file.filename
+    _download(spec, file, target, hand_dir, progress)
+    return target
+
+
+def _by_hand(spec: ModelSpec, file: ModelFile, hand_dir: Path) -> str:
+    """The manual fix: which file, from where, to which folder, and the alternatives."""
+    text = (
+        f"download {file.url} by hand (in a browser, or on another computer) and save it as "
+        f"{hand_dir / file.filename} (any folder works if you pass it with --model-dir or set "
+        f"${MODEL_DIR_ENV})."
+    )
+    if len(spec.files) > 1:
+        names = ", ".join(f.filename for f in spec.files)
+        text += f" Model {spec.name!r} needs all {len(spec.files)} files: {names}."
+    return f"{text} {_DSP_HINT}"
+
+
+def _verify_local(spec: ModelSpec, file: ModelFile, path: Path) -> None:
+    actual_size = path.stat().st_size
+    if file.size is not None and actual_size != file.size:
+        problem = f"it is {actual_size:,} bytes but should be {file.size:,} bytes"
+    else:
+        with path.open("rb") as handle:
+            digest = _sha256(iter(lambda: handle.read(_CHUNK), b""))
+        if digest.startswith(file.sha256_prefix):
+            return
+        problem = (
+            f"its SHA-256 starts with {digest[: len(file.sha256_prefix)]} "
+            f"but should start with {file.sha256_prefix}"
+        )
+    raise ModelUnavailableError(
+        f"The weights file {path} of model {spec.name!r} is damaged or incomplete: {problem}.",
+        f"Delete {path} and run again to download a fresh copy into {cache_dir()}, or "
+        + _by_hand(spec, file, path.parent),
+    )
+
+
+def _sha256(chunks: Iterator[bytes]) -> str:
+    sha = hashlib.sha256()
+    for chunk in chunks:
+        sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _download(
+    spec: ModelSpec, file: ModelFile, target: Path, hand_dir: Path, progress: bool
+) -> None:
+    url = file.url
+
+    def fail(problem: str) -> ModelUnavailableError:
+        return ModelUnavailableError(
+            f"Could not download the weights of model {spec.name!r} (file {file.filename}) "
+            f"from {url}: {problem}.",
+            f"Nothing was saved. Check your internet connection and run again, or "
+            f"{_by_hand(spec, file, hand_dir)}",
+        )
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"daw-bridge/{__version__}"})
+    try:
+        response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
+    except (OSError, http.client.HTTPException) as exc:  # URLError/HTTPError are OSErrors
+        raise fail(_reason(exc)) from exc
+
+    with response:
+        announced = _content_length(response)
+        if file.size is not None and announced is not None and announced != file.size:
+            raise fail(f"the server announced {announced:,} bytes, expected {file.size:,}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{file.filename}.", suffix=".part", dir=target.parent
+            )
+        except OSError as exc:
+            raise _cache_error(spec, file, target, hand_dir, exc) from exc
+        sha = hashlib.sha256()
+        received = 0
+        try:
+            with (
+                os.fdopen(fd, "wb") as out,
+                tqdm(
+                    total=announced or file.size,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=f"Downloading {spec.name} ({file.filename})",
+                    file=sys.stderr,
+                    disable=not progress,
+                ) as bar,
+            ):
+                for chunk in _stream(response, fail):
+                    out.write(chunk)
+                    sha.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            expected = announced if announced is not None else file.size
+            if expected is not None and received != expected:
+                raise fail(f"the download stopped early, after {received:,} of {expected:,} bytes")
+            digest = sha.hexdigest()
+            if not digest.startswith(file.sha256_prefix):
+                raise fail(
+                    f"the received data is not {file.filename}: its SHA-256 starts with "
+                    f"{digest[: len(file.sha256_prefix)]} but should start with "
+                    f"{file.sha256_prefix} (a broken download, or a mirror set with "
+                    f"$DAW_BRIDGE_MODEL_URL serving the wrong file)"
+                )
+            os.replace(tmp_name, target)
+        except OSError as exc:  # network errors were already turned into ours by _stream
+            raise _cache_error(spec, file, target, hand_dir, exc) from exc
+        finally:
+            with suppress(FileNotFoundError):  # gone already once renamed into place
+                os.unlink(tmp_name)
+
+
+def _stream(
+    response: http.client.HTTPResponse, fail: Callable[[str], ModelUnavailableError]
+) -> Iterator[bytes]:
+    """The body in chunks; a broken connection becomes ``fail(reason)``."""
+    while True:
+        try:
+            chunk = response.read(_CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            raise fail(f"the connection broke: {_reason(exc)}") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"the server answered HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"the server could not be reached ({exc.reason})"
+    return str(exc) or type(exc).__name__
+
+
+def _cache_error(
+    spec: ModelSpec, file: ModelFile, target: Path, hand_dir: Path, exc: OSError
+) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"Could not save the weights of model {spec.name!r} as {target}: {exc}.",
+        f"Free some disk space or make {target.parent} writable (or set ${CACHE_DIR_ENV} "
+        f"to another folder), then run again; or {_by_hand(spec, file, hand_dir)}",
+    )

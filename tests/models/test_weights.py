@@ -1,0 +1,464 @@
+"""Finding, downloading and verifying model weights.
+
+Downloads run against a real HTTP server on 127.0.0.1 serving a tiny but real
+demucs checkpoint, so the whole path (HTTP, hashing, atomic rename, loading with
+demucs) is exercised without internet. All caches point into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from daw_bridge.errors import ModelUnavailableError
+from daw_bridge.models.catalog import MODELS, OFFICIAL_BASE_URL, ModelFile, ModelSpec, get_spec
+from daw_bridge.models.weights import resolve_weights
+from tests.conftest import save_checkpoint, tiny_htdemucs
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class Server:
+    """A real HTTP server in a background thread; records the paths requested."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Recording(handler):  # type: ignore[misc, valid-type]
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join()
+
+
+def _serving(folder: Path) -> type[BaseHTTPRequestHandler]:
+    class Files(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+    return Files
+
+
+def _truncating(body: bytes) -> type[BaseHTTPRequestHandler]:
+    class Truncating(BaseHTTPRequestHandler):
+        """Announces the whole body, sends half of it, then hangs up."""
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+
+    return Truncating
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two tiny real HTDemucs checkpoints, named ``<sig>-<sha256[:8]>.th`` by demucs."""
+    folder = tmp_path_factory.mktemp("served")
+    model = tiny_htdemucs()
+    return [save_checkpoint(model, folder, sig, half=True) for sig in ("abcd1234", "ef567890")]
+
+
+@pytest.fixture
+def checkpoint(checkpoints: list[Path]) -> Path:
+    return checkpoints[0]
+
+
+@pytest.fixture
+def tiny(checkpoint: Path) -> ModelSpec:
+    """A test-only model made of the tiny checkpoint (not in the public catalog)."""
+    return ModelSpec(name="tiny", files=(ModelFile(checkpoint.name),))
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the real caches: every folder we look in lives in tmp_path."""
+    monkeypatch.delenv("DAW_BRIDGE_MODEL_DIR", raising=False)
+    monkeypatch.delenv("DAW_BRIDGE_MODEL_URL", raising=False)
+    monkeypatch.setenv("DAW_BRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Path:
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+@pytest.fixture
+def server(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """Serves the tiny checkpoints; DAW_BRIDGE_MODEL_URL points at it."""
+    srv = Server(_serving(checkpoint.parent))
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", srv.url)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def unreachable(monkeypatch: pytest.MonkeyPatch) -> str:
+    """DAW_BRIDGE_MODEL_URL points at a closed port: any download attempt fails."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", url)
+    return url
+
+
+def _all_files(folder: Path) -> list[str]:
+    """Every file left in ``folder``, hidden temporary files included."""
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+# --------------------------------------------------------------------------- downloading
+
+
+def test_missing_weights_are_downloaded_into_the_cache_byte_for_byte(
+    tiny: ModelSpec, checkpoint: Path, server: Server, cache: Path
+) -> None:
+    paths = resolve_weights(tiny, progress=False)
+
+    assert paths == [cache / checkpoint.name]
+    assert paths[0].read_bytes() == checkpoint.read_bytes()
+    assert _all_files(cache) == [checkpoint.name]  # no temporary file left behind
+    assert server.requests == [f"/{checkpoint.name}"]
+
+
+def test_downloaded_weights_load_as_a_demucs_model(tiny: ModelSpec, server: Server) -> None:
+    from demucs.htdemucs import HTDemucs
+    from demucs.states import load_model
+
+    (path,) = resolve_weights(tiny, progress=False)
+    model = load_model(path)
+
+    assert isinstance(model, HTDemucs)
+    assert list(model.sources) == SOURCES
+
+
+def test_download_shows_a_byte_progress_bar_on_stderr(
+    tiny: ModelSpec, server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    resolve_weights(tiny, progress=True)
+
+    err = capsys.readouterr().err
+    assert "Downloading tiny" in err
+    assert "kB" in err or "B/s" in err
+
+
+def test_a_second_resolve_uses_the_cache_without_network(tiny: ModelSpec, server: Server) -> None:
+    first = resolve_weights(tiny, progress=False)
+    server.stop()
+
+    assert resolve_weights(tiny, progress=False) == first
+
+
+def test_a_bag_resolves_one_path_per_file_in_order(
+    checkpoints: list[Path], server: Server, cache: Path, tmp_path: Path
+) -> None:
+    bag = ModelSpec(name="tiny_bag", files=tuple(ModelFile(p.name) for p in checkpoints))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(checkpoints[1], mine)
+
+    paths = resolve_weights(bag, model_dir=mine, progress=False)
+
+    assert paths == [cache / checkpoints[0].name, mine / checkpoints[1].name]
+    assert server.requests == [f"/{checkpoints[0].name}"]
+
+
+# --------------------------------------------------------------------------- where files are found
+
+
+@pytest.mark.parametrize("given_as", ["argument", "environment"])
+def test_model_dir_takes_precedence_over_the_caches(
+    given_as: str,
+    tiny: ModelSpec,
+    checkpoint: Path,
+    cache: Path,
+    hub: Path,
+    tmp_path: Path,
+    unreachable: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mine = tmp_path / "my models"
+    for folder in (mine, cache, hub):
+        folder.mkdir(parents=True)
+        shutil.copy(checkpoint, folder)
+
+    if given_as == "argument":
+        paths = resolve_weights(tiny, model_dir=mine)
+    else:
+        monkeypatch.setenv("DAW_BRIDGE_MODEL_DIR", str(mine))
+        paths = resolve_weights(tiny)
+
+    assert paths == [mine / checkpoint.name]
+
+
+def test_our_cache_comes_before_the_torch_hub_cache(
+    tiny: ModelSpec, checkpoint: Path, cache: Path, hub: Path, unreachable: str
+) -> None:
+    for folder in (cache, hub):
+        folder.mkdir(parents=True)
+        shutil.copy(checkpoint, folder)
+
+    assert resolve_weights(tiny) == [cache / checkpoint.name]
+
+
+def test_weights_demucs_already_downloaded_to_torch_hub_are_reused(
+    tiny: ModelSpec, checkpoint: Path, hub: Path, cache: Path, unreachable: str
+) -> None:
+    hub.mkdir(parents=True)
+    shutil.copy(checkpoint, hub)
+
+    assert resolve_weights(tiny) == [hub / checkpoint.name]
+    assert _all_files(cache) == []
+
+
+def test_torch_hub_cache_follows_xdg_cache_home_like_torch_does(
+    tiny: ModelSpec,
+    checkpoint: Path,
+    tmp_path: Path,
+    unreachable: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch.hub
+
+    monkeypatch.delenv("TORCH_HOME")
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    assert hub == tmp_path / "xdg" / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    shutil.copy(checkpoint, hub)
+
+    assert resolve_weights(tiny) == [hub / checkpoint.name]
+
+
+def test_a_missing_model_dir_is_reported(tiny: ModelSpec, tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights(tiny, model_dir=tmp_path / "typo")
+
+    message = str(error.value)
+    assert str(tmp_path / "typo") in message
+    assert "does not exist" in message
+    assert "--model dsp" in message
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_a_truncated_download_is_an_error_and_leaves_no_file(
+    tiny: ModelSpec, checkpoint: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = Server(_truncating(checkpoint.read_bytes()))
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", srv.url)
+    try:
+        with pytest.raises(ModelUnavailableError) as error:
+            resolve_weights(tiny, progress=False)
+    finally:
+        srv.stop()
+
+    message = str(error.value)
+    assert "stopped early" in message
+    assert checkpoint.name in message
+    assert srv.url + checkpoint.name in message
+    assert _all_files(cache) == []
+
+
+def test_wrong_content_is_an_error_naming_the_file_and_leaves_nothing(
+    tiny: ModelSpec, checkpoint: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad mirror"
+    bad.mkdir()
+    (bad / checkpoint.name).write_bytes(b"not a checkpoint" * 100)
+    srv = Server(_serving(bad))
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", srv.url)
+    try:
+        with pytest.raises(ModelUnavailableError) as error:
+            resolve_weights(tiny, progress=False)
+    finally:
+        srv.stop()
+
+    message = str(error.value)
+    assert checkpoint.name in message
+    assert "SHA-256" in message
+    assert tiny.files[0].sha256_prefix in message
+    assert _all_files(cache) == []
+
+
+def test_a_server_announcing_the_wrong_size_is_an_error(
+    checkpoint: Path, server: Server, cache: Path
+) -> None:
+    size = checkpoint.stat().st_size
+    spec = ModelSpec(name="tiny", files=(ModelFile(checkpoint.name, size=size + 1),))
+
+    with pytest.raises(ModelUnavailableError, match=f"announced {size:,} bytes"):
+        resolve_weights(spec, progress=False)
+    assert _all_files(cache) == []
+
+
+def test_http_404_is_an_error_with_the_url(
+    tiny: ModelSpec, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty mirror"
+    empty.mkdir()
+    srv = Server(_serving(empty))
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", srv.url)
+    try:
+        with pytest.raises(ModelUnavailableError) as error:
+            resolve_weights(tiny, progress=False)
+    finally:
+        srv.stop()
+
+    message = str(error.value)
+    assert "HTTP 404" in message
+    assert srv.url + checkpoint.name in message
+
+
+def test_offline_says_where_to_put_the_file_by_hand(
+    tiny: ModelSpec, checkpoint: Path, cache: Path, unreachable: str
+) -> None:
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights(tiny, progress=False)
+
+    err = error.value
+    assert "could not be reached" in err.problem
+    assert unreachable + checkpoint.name in err.problem
+    assert err.fix is not None
+    assert str(cache / checkpoint.name) in err.fix
+    assert "--model-dir" in err.fix
+    assert "DAW_BRIDGE_MODEL_DIR" in err.fix
+    assert "--model dsp" in err.fix
+
+
+def test_offline_with_a_model_dir_suggests_that_folder(
+    tiny: ModelSpec, checkpoint: Path, tmp_path: Path, unreachable: str
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights(tiny, model_dir=mine, progress=False)
+
+    assert str(mine / checkpoint.name) in str(error.value.fix)
+
+
+def test_a_corrupt_file_in_model_dir_is_reported_not_silently_replaced(
+    tiny: ModelSpec, checkpoint: Path, tmp_path: Path, server: Server
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    corrupt = mine / checkpoint.name
+    corrupt.write_bytes(checkpoint.read_bytes()[:-10] + b"0123456789")
+
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights(tiny, model_dir=mine, progress=False)
+
+    message = str(error.value)
+    assert str(corrupt) in message
+    assert "damaged" in message
+    assert "SHA-256" in message
+    assert tiny.files[0].url in message
+    assert server.requests == []
+
+
+def test_a_file_of_the_wrong_known_size_is_reported(
+    checkpoint: Path, cache: Path, unreachable: str
+) -> None:
+    size = checkpoint.stat().st_size
+    spec = ModelSpec(name="tiny", files=(ModelFile(checkpoint.name, size=size),))
+    cache.mkdir()
+    (cache / checkpoint.name).write_bytes(checkpoint.read_bytes()[: size // 2])
+
+    with pytest.raises(ModelUnavailableError, match=f"should be {size:,} bytes"):
+        resolve_weights(spec)
+
+
+def test_download_false_raises_without_touching_the_network(
+    tiny: ModelSpec, checkpoint: Path, cache: Path, server: Server
+) -> None:
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights(tiny, download=False)
+
+    message = str(error.value)
+    assert "downloading is turned off" in message
+    assert str(cache / checkpoint.name) in message
+    assert server.url + checkpoint.name in message
+    assert server.requests == []
+
+
+# --------------------------------------------------------------------------- the catalog
+
+
+def test_an_unknown_model_name_lists_the_known_ones() -> None:
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights("htdemcus")
+
+    message = str(error.value)
+    assert "'htdemcus'" in message
+    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "dsp"):
+        assert name in message
+    with pytest.raises(ModelUnavailableError):
+        get_spec("htdemcus")
+
+
+def test_the_default_model_points_at_the_official_file() -> None:
+    (file,) = get_spec("htdemucs").files
+
+    assert (
+        file.url == "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"
+    )
+    assert file.sha256_prefix == "8726e21a"
+    assert file.size == 84_141_911
+
+
+def test_a_mirror_url_replaces_the_official_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", "http://mirror.example/demucs")
+
+    assert get_spec("htdemucs").files[0].url == "http://mirror.example/demucs/955717e8-8726e21a.th"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_catalog_matches_the_installed_demucs_remote_files(name: str) -> None:
+    remote = resources.files("demucs") / "remote"
+    official = remote.joinpath("files.txt").read_text().split()
+    bag = yaml.safe_load(remote.joinpath(f"{name}.yaml").read_text())
+    spec = MODELS[name]
+
+    assert spec.name == name
+    assert [f.filename.split("-")[0] for f in spec.files] == bag["models"]
+    assert all(f.filename in official for f in spec.files)
+    assert all(f.url == OFFICIAL_BASE_URL + f.filename for f in spec.files)
+    assert ([list(row) for row in spec.weights] if spec.weights else None) == bag.get("weights")
+    assert spec.segment == bag.get("segment")

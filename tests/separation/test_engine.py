@@ -1,0 +1,176 @@
+"""The inference engine: same output as demucs's ``apply_model``, plus batching,
+progress, cancellation and device choice."""
+
+from __future__ import annotations
+
+import json
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from demucs.apply import BagOfModels, apply_model
+from demucs.htdemucs import HTDemucs
+
+from daw_bridge.errors import CancelledError, InvalidOptionError
+from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator, pick_device
+from tests.conftest import EVAL_SONGS, SHARED_MODELS, tiny_htdemucs
+
+SR = 44100
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((ours - reference).norm() / reference.norm())
+
+
+@pytest.fixture(scope="module")
+def model() -> HTDemucs:
+    return tiny_htdemucs(seed=1)
+
+
+def mix_of(seconds: float, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(2, int(seconds * SR), generator=generator)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "overlap", "batch_size"),
+    [(0.4, 0.25, 1), (1.0, 0.25, 2), (2.65, 0.25, 3), (2.65, 0.5, 2), (2.05, 0.1, 4)],
+)
+def test_matches_apply_model_without_shifts(model, seconds, overlap, batch_size):
+    mix = mix_of(seconds)
+    reference = apply_model(model, mix[None], shifts=0, split=True, overlap=overlap)[0]
+    engine = DemucsEngine([model], overlap=overlap, batch_size=batch_size, device="cpu")
+    assert relative_error(engine.apply(mix), reference) < 1e-4
+
+
+def test_matches_apply_model_with_one_seeded_shift(model):
+    # apply_model draws its shift from the global ``random``; the same seed gives the
+    # same shift. (The model itself then consumes global randomness, so only the first
+    # draw is comparable: that is enough to prove the shift arithmetic.)
+    mix = mix_of(1.65)
+    random.seed(7)
+    reference = apply_model(model, mix[None], shifts=1, split=True)[0]
+    engine = DemucsEngine([model], shifts=1, seed=7, device="cpu")
+    assert relative_error(engine.apply(mix), reference) < 1e-4
+
+
+def test_shifts_average_several_shifted_passes(model):
+    mix = mix_of(1.25)
+    plain = DemucsEngine([model], device="cpu").apply(mix)
+    shifted = DemucsEngine([model], shifts=2, seed=3, device="cpu").apply(mix)
+    assert shifted.shape == plain.shape
+    # Random weights are not shift-equivariant, so the average must differ from one pass.
+    assert relative_error(shifted, plain) > 1e-3
+
+
+def test_bag_of_models_matches_apply_model():
+    models = [tiny_htdemucs(seed=2), tiny_htdemucs(seed=3)]
+    weights = [[1.0, 0.0, 0.5, 1.0], [0.0, 1.0, 0.5, 1.0]]
+    mix = mix_of(1.5)
+    reference = apply_model(BagOfModels(models, weights), mix[None], shifts=0)[0]
+    ours = DemucsEngine(models, weights, device="cpu").apply(mix)
+    assert relative_error(ours, reference) < 1e-4
+
+
+def test_segments_are_batched_in_one_forward_pass(model):
+    seen: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape[0]))
+    try:
+        DemucsEngine([model], batch_size=3, device="cpu").apply(mix_of(3.0))
+    finally:
+        handle.remove()
+    # 3 s with 1 s segments and a 0.75 s stride is 4 segments: one batch of 3, one of 1.
+    assert seen == [3, 1]
+
+
+def test_progress_reports_real_fraction_done(model):
+    fractions: list[float] = []
+    DemucsEngine([model], batch_size=1, device="cpu").apply(mix_of(3.0), fractions.append)
+    assert fractions == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_cancel_stops_before_the_next_batch(model):
+    calls = {"forward": 0}
+    handle = model.register_forward_pre_hook(
+        lambda *_: calls.__setitem__("forward", calls["forward"] + 1)
+    )
+    done: list[float] = []
+    try:
+        with pytest.raises(CancelledError):
+            DemucsEngine([model], batch_size=1, device="cpu").apply(
+                mix_of(3.0), done.append, should_cancel=lambda: len(done) >= 1
+            )
+    finally:
+        handle.remove()
+    assert calls["forward"] == 1
+
+
+def test_separator_normalises_like_demucs_and_restores_the_level(model):
+    mix = 0.05 * mix_of(1.25) + 0.01
+    reference_in = mix.mean(0)
+    mean, std = reference_in.mean(), reference_in.std() + 1e-8
+    expected = apply_model(model, ((mix - mean) / std)[None], shifts=0)[0] * std + mean
+    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu"))
+    stems = separator.separate(mix.numpy())
+    assert stems.shape == (4, 2, mix.shape[1]) and stems.dtype == np.float32
+    assert relative_error(torch.from_numpy(stems), expected) < 1e-4
+
+
+def test_mono_input_gives_mono_stems(model):
+    mono = mix_of(1.0)[:1]
+    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu"))
+    stems = separator.separate(mono.numpy())
+    stereo = separator.separate(mono.expand(2, -1).numpy())
+    assert stems.shape == (4, 1, mono.shape[1])
+    np.testing.assert_allclose(stems[:, 0], stereo.mean(axis=1), atol=1e-6)
+
+
+def test_silence_gives_silent_stems(model):
+    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu"))
+    stems = separator.separate(np.zeros((2, SR), dtype=np.float32))
+    assert np.all(np.isfinite(stems)) and np.abs(stems).max() < 1e-6
+
+
+def test_device_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidOptionError, match="CUDA"):
+            pick_device("cuda")
+    with pytest.raises(InvalidOptionError, match="Unknown device"):
+        pick_device("tpu9")
+
+
+def test_half_precision_is_refused_off_gpu(model):
+    with pytest.raises(InvalidOptionError, match="Half precision"):
+        DemucsEngine([model], device="cpu", half=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_half_precision_on_gpu_stays_close(model):
+    mix = mix_of(2.0)
+    full = DemucsEngine([model], device="cuda").apply(mix)
+    half = DemucsEngine([model], device="cuda", half=True).apply(mix)
+    assert relative_error(half, full) < 1e-2
+
+
+@pytest.mark.slow
+def test_full_size_htdemucs_matches_apply_model():
+    """The exact official htdemucs architecture (random weights) on 10 s of music."""
+    spec = json.loads((SHARED_MODELS / "htdemucs_kwargs.json").read_text())
+    torch.manual_seed(0)
+    full = HTDemucs(**spec["kwargs"], segment=Fraction(*spec["segment_fraction"])).eval()
+    assert sum(p.numel() for p in full.parameters()) == pytest.approx(41.98e6, rel=1e-3)
+    songs = sorted(EVAL_SONGS.glob("*/mixture.flac"))
+    if songs:
+        from daw_bridge.audio.io import read_span
+
+        mix = torch.from_numpy(read_span(songs[0], 0.0, 6.8).samples)
+        mix = torch.cat([mix, mix[:, : int(3.2 * SR)]], dim=1)  # 10 s
+    else:
+        mix = mix_of(10.0)
+    reference = apply_model(full, mix[None], shifts=0, split=True, overlap=0.25)[0]
+    ours = DemucsEngine([full], batch_size=2, device="cpu").apply(mix)
+    assert relative_error(ours, reference) < 1e-4

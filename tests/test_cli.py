@@ -1,0 +1,118 @@
+"""The ``daw-bridge`` command: what a producer types and what they read back."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from daw_bridge.audio.io import read_span
+from daw_bridge.cli import main
+from tests.conftest import noise, write_wav
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """No weights anywhere and the download URL is a closed local port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("DAW_BRIDGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("DAW_BRIDGE_MODEL_DIR", raising=False)
+
+
+@pytest.fixture
+def song(tmp_path):
+    return write_wav(tmp_path / "My Song.wav", noise(seconds=2.0))
+
+
+def test_split_writes_stems_and_manifest(tmp_path, song, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    code = main(["split", str(song), "--model", str(tiny_checkpoint), "--out", str(out), "-q"])
+    assert code == 0
+    folder = out / tiny_checkpoint.stem / "My Song"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stems = [read_span(folder / f"{name}.wav").samples for name in manifest["stems"]]
+    np.testing.assert_allclose(sum(stems), read_span(song).samples, atol=1e-6)
+    assert str(folder / "vocals.wav") in capsys.readouterr().out
+
+
+def test_split_a_span_with_two_stems(tmp_path, song, tiny_checkpoint):
+    out = tmp_path / "out"
+    args = ["split", str(song), "--start", "0.5", "--duration", "1", "--two-stems", "vocals"]
+    assert main([*args, "--model", str(tiny_checkpoint), "--out", str(out), "-q"]) == 0
+    folder = out / tiny_checkpoint.stem / "My Song [0.500-1.500s]"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json",
+        "no_vocals.wav",
+        "vocals.wav",
+    ]
+
+
+def run_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda p: p / "missing.wav", [], "not found"),
+        (lambda p: (p / "x.wav").write_text("text") and p / "x.wav", [], "Cannot read"),
+        (lambda p: write_wav(p / "six.wav", noise(6, 0.2)), [], "6 channels"),
+        (lambda p: write_wav(p / "z.wav", np.zeros((2, 0), np.float32)), [], "no audio"),
+        (lambda p: write_wav(p / "s.wav", noise(seconds=1.0)), ["--start", "5"], "outside"),
+    ],
+)
+def test_bad_input_is_one_clear_message(tmp_path, capsys, tiny_checkpoint, make, extra, message):
+    path = make(tmp_path)
+    err = run_error(capsys, ["split", str(path), "--model", str(tiny_checkpoint), *extra])
+    assert message in err and "How to fix:" in err
+
+
+def test_nan_input_is_refused(tmp_path, capsys, tiny_checkpoint):
+    samples = noise(seconds=0.5)
+    samples[1, 100] = np.nan
+    path = write_wav(tmp_path / "nan.wav", samples)
+    assert "NaN" in run_error(capsys, ["split", str(path), "--model", str(tiny_checkpoint)])
+
+
+def test_silence_gives_silent_stems(tmp_path, tiny_checkpoint):
+    path = write_wav(tmp_path / "quiet.wav", np.zeros((2, 22050), np.float32))
+    out = tmp_path / "out"
+    assert main(["split", str(path), "--model", str(tiny_checkpoint), "--out", str(out), "-q"]) == 0
+    for stem in (out / tiny_checkpoint.stem / "quiet").glob("*.wav"):
+        assert np.abs(read_span(stem).samples).max() < 1e-6
+
+
+def test_offline_without_weights_says_how_to_fix_it(song, capsys):
+    err = run_error(capsys, ["split", str(song)])
+    assert "955717e8-8726e21a.th" in err
+    assert "--model-dir" in err and "--model dsp" in err
+
+
+def test_existing_stems_are_not_overwritten(tmp_path, song, tiny_checkpoint, capsys):
+    argv = ["split", str(song), "--model", str(tiny_checkpoint), "--out", str(tmp_path), "-q"]
+    assert main(argv) == 0
+    assert "--overwrite" in run_error(capsys, argv)
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_unknown_device_and_model(song, capsys):
+    assert "Unknown device" in run_error(capsys, ["split", str(song), "--device", "tpu"])
+    assert "Known models" in run_error(capsys, ["split", str(song), "--model", "spleeter"])
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(
+        [sys.executable, "-m", "daw_bridge", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "daw-bridge" in result.stdout
