@@ -64,7 +64,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from daw_bridge.audio.io import SAMPLE_FORMATS
+    from daw_bridge.audio.formats import SAMPLE_FORMATS
 
     parser = argparse.ArgumentParser(
         prog="daw-bridge", description="AI stem separation for REAPER and the command line."

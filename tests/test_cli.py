@@ -12,7 +12,7 @@ import pytest
 
 from daw_bridge.audio.io import read_span
 from daw_bridge.cli import main
-from tests.conftest import noise, write_wav
+from tests.conftest import EVAL_SONGS, noise, write_wav
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +116,28 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "daw_bridge", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "daw-bridge" in result.stdout
+
+
+def test_demo_offline_falls_back_to_dsp_with_a_loud_warning(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING" in captured.err and "'htdemucs' is not available" in captured.err
+    assert "How to fix" in captured.err or "--model-dir" in captured.err
+    for stem in ("drums", "bass", "other", "vocals"):
+        assert (tmp_path / "dsp" / "demo_clip" / f"{stem}.wav").is_file()
+        assert f"  {stem}" in captured.out
+    assert "sum back to the clip" in captured.out
+
+
+def test_demo_with_a_model_gives_no_warning(tmp_path, capsys, tiny_checkpoint):
+    assert main(["demo", "--out", str(tmp_path), "--model", str(tiny_checkpoint), "-q"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not EVAL_SONGS.is_dir(), reason=f"no evaluation songs at {EVAL_SONGS}")
+def test_split_a_real_song_with_dsp_into_stems_that_sum_to_the_mix(tmp_path):
+    song = sorted(EVAL_SONGS.glob("*/mixture.flac"))[0]
+    assert main(["split", str(song), "--model", "dsp", "--out", str(tmp_path), "-q"]) == 0
+    folder = tmp_path / "dsp" / "mixture"
+    stems = [read_span(folder / f"{s}.wav").samples for s in ("drums", "bass", "other", "vocals")]
+    np.testing.assert_allclose(sum(stems), read_span(song).samples, atol=1e-5)

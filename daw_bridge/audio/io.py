@@ -12,11 +12,11 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pedalboard.io import AudioFile
 
+from daw_bridge.audio.formats import SAMPLE_FORMATS, SampleFormat
 from daw_bridge.errors import AudioInputError, InvalidOptionError
 from daw_bridge.files import atomic_output
 
@@ -28,9 +28,7 @@ READABLE_SUFFIXES = (".wav", ".aif", ".aiff", ".bwf", ".flac", ".mp3", ".ogg")
 _UNCOMPRESSED = (".wav", ".aif", ".aiff", ".bwf")
 _BYTES_PER_SAMPLE = {"int8": 1, "uint8": 1, "int16": 2, "int24": 3, "int32": 4, "float32": 4}
 
-SampleFormat = Literal["float32", "int24", "int16"]
 _BIT_DEPTH: dict[str, int] = {"float32": 32, "int24": 24, "int16": 16}
-SAMPLE_FORMATS: tuple[str, ...] = tuple(_BIT_DEPTH)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 from pedalboard.io import AudioFile
 
-from daw_bridge.audio.io import audio_info, read_span, write_audio
+from daw_bridge.audio.io import audio_info, check_span, read_span, write_audio
 from daw_bridge.errors import AudioInputError, InvalidOptionError, OutputExistsError
 from tests.conftest import noise, write_wav
 
@@ -180,3 +180,10 @@ def test_never_overwrites_unless_asked(tmp_path):
 def test_unknown_sample_format(tmp_path):
     with pytest.raises(InvalidOptionError, match="float32"):
         write_audio(tmp_path / "x.wav", noise(seconds=0.1), SR, "int12")  # type: ignore[arg-type]
+
+
+def test_check_span_validates_from_the_header_alone(tmp_path):
+    path = write_wav(tmp_path / "one.wav", noise(seconds=1.0))
+    check_span(path, 0.25, 0.5)  # fine: no error
+    with pytest.raises(AudioInputError, match="runs past the end"):
+        check_span(path, 0.75, 0.5)
