@@ -152,6 +152,7 @@ def _run_split(args: argparse.Namespace) -> int:
 
 
 def _warn_loudly(text: str) -> None:
+    sys.stdout.flush()  # keep the warning in its place when both streams share a terminal
     rule = "!" * 78
     print(f"\n{rule}\nWARNING: {text}\n{rule}\n", file=sys.stderr)
 
