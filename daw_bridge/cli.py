@@ -60,7 +60,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overlap", type=float, default=0.25, help="overlap between segments (default 0.25)"
     )
-    parser.add_argument("--batch-size", type=int, default=2, help="segments per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, 4 on GPU)"
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ def load_separator(
     download: bool = True,
     shifts: int = 0,
     overlap: float = 0.25,
-    batch_size: int = 2,
+    batch_size: int | None = None,
     half: bool = False,
     segment: float | None = None,
     seed: int | None = None,

@@ -178,3 +178,7 @@ def test_full_size_htdemucs_matches_apply_model():
     reference = apply_model(full, mix[None], shifts=0, split=True, overlap=0.25)[0]
     ours = DemucsEngine([full], batch_size=2, device="cpu").apply(mix)
     assert relative_error(ours, reference) < 1e-4
+
+
+def test_one_segment_per_pass_on_cpu_by_default(model):
+    assert DemucsEngine([model], device="cpu").batch_size == 1
