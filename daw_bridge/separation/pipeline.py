@@ -96,6 +96,23 @@ def split_file(
     *,
     start: float = 0.0,
     duration: float | None = None,
+    **options,
+) -> SplitResult:
+    """Split ``[start, start + duration)`` of ``source`` into ``out_dir/<model>/<track>``.
+
+    ``options`` are those of :func:`split_span`.
+    """
+    span = read_span(source, start, duration)
+    whole = span.start_frame == 0 and span.frames == span.file_frames
+    folder = output_folder(Path(out_dir), separator.name, span, whole)
+    return split_span(span, separator, folder, **options)
+
+
+def split_span(
+    span: AudioSpan,
+    separator: Separator,
+    folder: Path,
+    *,
     two_stems: str | None = None,
     sample_format: SampleFormat = "float32",
     sum_to_input: bool = True,
@@ -103,11 +120,8 @@ def split_file(
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> SplitResult:
-    """Split ``[start, start + duration)`` of ``source`` into stem files and a manifest."""
+    """Separate ``span`` and write its stems and manifest into ``folder``."""
     report = progress or (lambda _fraction: None)
-    span = read_span(source, start, duration)
-    whole = span.start_frame == 0 and span.frames == span.file_frames
-    folder = output_folder(Path(out_dir), separator.name, span, whole)
     stem_names = [two_stems, f"no_{two_stems}"] if two_stems else list(separator.sources)
     targets = {name: folder / f"{name}.wav" for name in stem_names}
     for target in [*targets.values(), folder / MANIFEST_NAME]:
