@@ -14,6 +14,7 @@ from pathlib import Path
 
 from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError, ModelUnavailableError
+from daw_bridge.protocol import DEFAULT_ADDRESS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -108,6 +109,41 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_options(demo)
 
     commands.add_parser("models", help="list the models and where their weights are")
+
+    serve = commands.add_parser("serve", help="run the resident inference server")
+    serve.add_argument("--bind", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")
+    serve.add_argument("--model", default="htdemucs", help="model kept warm (default htdemucs)")
+    serve.add_argument("--model-dir", type=Path, help="folder holding the model weights")
+    serve.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    serve.add_argument("--state-dir", type=Path, help="jobs and stem cache (default: user cache)")
+    serve.add_argument(
+        "--cache-size-mb", type=int, default=2048, help="stem cache bound (default 2048)"
+    )
+    serve.add_argument(
+        "--max-message-mb", type=int, default=256, help="larger messages are dropped (default 256)"
+    )
+
+    client = commands.add_parser("client", help="talk to a running server")
+    client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")
+    client.add_argument("--timeout", type=float, default=10.0, help="seconds of silence = dead")
+    actions = client.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser("split", help="split a file (or span) on the server")
+    submit.add_argument("input", type=Path)
+    submit.add_argument("--start", type=float, default=0.0)
+    submit.add_argument("--duration", type=float)
+    submit.add_argument("--out", type=Path, help="folder for the stems (default separated/<name>)")
+    submit.add_argument("--model", help="model (default: the server's)")
+    submit.add_argument("--two-stems", metavar="STEM")
+    submit.add_argument("--format", choices=SAMPLE_FORMATS)
+    submit.add_argument("--overwrite", action="store_true")
+    submit.add_argument("--status-file", type=Path, help="keep key=value progress in this file")
+    submit.add_argument("--autostart", action="store_true", help="start a server if none runs")
+    submit.add_argument("--server-log", type=Path, help="log file of an autostarted server")
+    submit.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    for name in ("status", "models", "shutdown"):
+        actions.add_parser(name)
+    for name in ("cancel", "result"):
+        actions.add_parser(name).add_argument("job")
     return parser
 
 
@@ -219,13 +255,84 @@ def _run_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    from daw_bridge.server.server import Server, default_state_dir
+
+    Server(
+        args.bind,
+        args.model,
+        args.device,
+        args.state_dir or default_state_dir(),
+        model_dir=args.model_dir,
+        cache_bytes=args.cache_size_mb * 2**20,
+        max_message_bytes=args.max_message_mb * 2**20,
+    ).serve_forever()
+    return 0
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    import json
+
+    from daw_bridge.client.client import connect
+    from daw_bridge.client.status_file import write_status
+
+    if args.action != "split":
+        client = connect(args.server, args.timeout)
+        if args.action in ("cancel", "result"):
+            reply = getattr(client, args.action)(args.job)
+        else:
+            reply = getattr(client, args.action)()
+        print(json.dumps(reply, indent=2))
+        return 0
+    out = args.out or Path("separated") / args.input.stem
+    client = connect(args.server, args.timeout, args.autostart, args.server_log)
+
+    def on_event(event: dict) -> None:
+        if args.status_file is not None:
+            write_status(args.status_file, event)
+        if not args.quiet:
+            print(f"{event['state']} {100 * event['progress']:.0f}%", flush=True)
+
+    job = client.submit(
+        args.input,
+        out,
+        args.start,
+        args.duration,
+        model=args.model,
+        two_stems=args.two_stems,
+        format=args.format,
+        overwrite=args.overwrite or None,
+    )
+    if not args.quiet:
+        print(f"job {job}", flush=True)
+    try:
+        final = client.wait(job, on_event)
+    except KeyboardInterrupt:
+        client.cancel(job)
+        raise
+    if final["state"] != "done":
+        error = final.get("error") or {}
+        raise DawBridgeError(
+            error.get("problem") or f"The job was {final['state']}.", error.get("fix") or None
+        )
+    for name, path in final["result"]["stems"].items():
+        print(f"  {name:10s} {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="daw-bridge: %(levelname)s: %(message)s",
     )
-    runners = {"split": _run_split, "demo": _run_demo, "models": _run_models}
+    runners = {
+        "split": _run_split,
+        "demo": _run_demo,
+        "models": _run_models,
+        "serve": _run_serve,
+        "client": _run_client,
+    }
     try:
         return runners[args.command](args)
     except DawBridgeError as error:

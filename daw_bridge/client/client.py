@@ -1,0 +1,183 @@
+"""A light client for the daw-bridge server: ZeroMQ and JSON only, no torch.
+
+It notices a dead or hung server (no reply, or no job event for ``timeout``
+seconds while waiting: the server sends one at least every second) and says so
+clearly. ``autostart`` launches a server in the background on first use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from daw_bridge.errors import DawBridgeError
+from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES, ProtocolError, decode, encode
+
+
+class ServerUnavailableError(DawBridgeError):
+    """No server answered, or it stopped answering."""
+
+
+class Client:
+    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 10.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._context = zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self._pending: list[dict[str, Any]] = []  # events that arrived while awaiting a reply
+        self._socket = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(self.address)
+        return socket
+
+    def close(self) -> None:
+        self._socket.close(0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _unavailable(self, waited: float) -> ServerUnavailableError:
+        return ServerUnavailableError(
+            f"No daw-bridge server answered at {self.address} within {waited:.1f} s.",
+            "Start one with `daw-bridge serve` (or use --autostart); if it is running, "
+            "it may be stuck: see its log, stop it and start it again.",
+        )
+
+    def _receive(self, timeout: float) -> dict[str, Any]:
+        if not self._socket.poll(int(timeout * 1000)):
+            # A request that never got an answer poisons the socket's queue: start fresh.
+            self._socket.close(0)
+            self._socket = self._connect()
+            raise self._unavailable(timeout)
+        try:
+            return decode(self._socket.recv())
+        except ProtocolError as error:
+            raise DawBridgeError(f"The server sent an invalid message: {error}") from error
+
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and return its reply; errors become :class:`DawBridgeError`."""
+        request_id = next(self._ids)
+        self._socket.send(encode({**message, "req": request_id}))
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            reply = self._receive(max(0.0, deadline - time.monotonic()))
+            if reply.get("req") != request_id:
+                self._pending.append(reply)
+                continue
+            if reply["type"] == "error":
+                raise DawBridgeError(reply["problem"], reply.get("fix") or None)
+            return reply
+
+    # -- API ------------------------------------------------------------------------
+
+    def hello(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.request({"type": "hello"}, timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.request({"type": "status"})
+
+    def models(self) -> dict[str, Any]:
+        return self.request({"type": "models"})
+
+    def submit(
+        self,
+        path: str | Path,
+        out_dir: str | Path,
+        start: float = 0.0,
+        duration: float | None = None,
+        **options: Any,
+    ) -> str:
+        source = {"path": str(Path(path).resolve()), "start": start, "duration": duration}
+        message = {"type": "submit", "source": source, "out_dir": str(Path(out_dir).resolve())}
+        message["options"] = {k: v for k, v in options.items() if v is not None}
+        return self.request(message)["job"]
+
+    def cancel(self, job: str) -> dict[str, Any]:
+        return self.request({"type": "cancel", "job": job})
+
+    def result(self, job: str) -> dict[str, Any]:
+        return self.request({"type": "result", "job": job})
+
+    def shutdown(self) -> None:
+        self.request({"type": "shutdown"})
+
+    def wait(
+        self, job: str, on_event: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Follow ``job`` until it ends; return its final state (done, failed, cancelled)."""
+        state = self.request({"type": "watch", "job": job})
+        while True:
+            if on_event is not None:
+                on_event(state)
+            if state["state"] in FINAL_STATES:
+                return state
+            while True:
+                event = self._pending.pop(0) if self._pending else self._receive(self.timeout)
+                if event.get("job") == job and event["type"] in ("progress", "job"):
+                    state = event
+                    break
+
+
+def start_server_in_background(address: str, log_file: Path, extra_args: list[str]) -> None:
+    """Launch ``daw-bridge serve`` detached from this process, logging to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", address, *extra_args]
+    with open(log_file, "ab") as log:
+        kwargs: dict[str, Any] = {"stdout": log, "stderr": log, "stdin": subprocess.DEVNULL}
+        if os.name == "nt":
+            kwargs["creationflags"] = (
+                subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+            )
+        else:
+            kwargs["start_new_session"] = True
+        subprocess.Popen(command, **kwargs)
+
+
+def connect(
+    address: str = DEFAULT_ADDRESS,
+    timeout: float = 10.0,
+    autostart: bool = False,
+    log_file: Path | None = None,
+    server_args: list[str] | None = None,
+    startup_timeout: float = 120.0,
+) -> Client:
+    """A client whose server has answered ``hello``; start one first if asked."""
+    client = Client(address, timeout)
+    try:
+        client.hello(timeout=min(timeout, 1.0) if autostart else timeout)
+        return client
+    except ServerUnavailableError:
+        if not autostart:
+            client.close()
+            raise
+    log_file = log_file or Path.home() / ".daw-bridge-server.log"
+    start_server_in_background(address, log_file, server_args or [])
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        try:
+            client.hello(timeout=1.0)
+            return client
+        except ServerUnavailableError:
+            continue
+    client.close()
+    raise ServerUnavailableError(
+        f"Started a daw-bridge server for {address}, but it did not become ready "
+        f"within {startup_timeout:.0f} s.",
+        f"See its log: {log_file}",
+    )

@@ -1,0 +1,148 @@
+"""The inference worker: runs queued jobs one at a time on the server's device."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daw_bridge.audio.io import read_span
+from daw_bridge.errors import CancelledError, DawBridgeError
+from daw_bridge.files import ensure_writable, publish, temporary_sibling
+from daw_bridge.separation.pipeline import split_span
+from daw_bridge.server.cache import StemCache, cache_key
+from daw_bridge.server.jobs import Job, JobStore
+from daw_bridge.server.models import ModelPool
+
+log = logging.getLogger(__name__)
+
+
+class Worker(threading.Thread):
+    """Takes jobs from ``jobs`` until it receives ``None``."""
+
+    def __init__(
+        self,
+        jobs: queue.Queue[Job | None],
+        pool: ModelPool,
+        cache: StemCache,
+        store: JobStore,
+        notify: Callable[[Job], None],
+    ) -> None:
+        super().__init__(name="daw-bridge-worker", daemon=True)
+        self.jobs, self.pool, self.cache, self.store, self.notify = jobs, pool, cache, store, notify
+        self.current: Job | None = None
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if job.cancel.is_set() or job.final:
+                continue
+            self.current = job
+            self._run(job)
+            self.current = None
+
+    def _finish(self, job: Job, state: str, error: DawBridgeError | None = None) -> None:
+        job.state = state
+        if error is not None:
+            job.error = {"problem": error.problem, "fix": error.fix or ""}
+        self.store.save(job)
+        self.notify(job)
+
+    def _run(self, job: Job) -> None:
+        job.state = "running"
+        self.store.save(job)
+        self.notify(job)
+        try:
+            job.result = self._separate(job)
+        except CancelledError as error:
+            self._finish(job, "cancelled", error)
+        except DawBridgeError as error:
+            self._finish(job, "failed", error)
+        except Exception as error:  # a bug: report it, keep serving
+            log.exception("job %s failed", job.id)
+            self._finish(job, "failed", DawBridgeError(f"Internal error: {error!r}", "Report it."))
+        else:
+            job.progress = 1.0
+            self._finish(job, "done")
+
+    def _source(self, job: Job) -> Path:
+        source = job.request["source"]
+        if "path" in source:
+            return Path(source["path"])
+        upload = self.store.root / f"{job.id}-{Path(source.get('name', 'audio.wav')).name}"
+        try:
+            upload.write_bytes(base64.b64decode(source["data"], validate=True))
+        except ValueError as error:
+            raise DawBridgeError(
+                "The uploaded audio is not valid base64.", "Send the file again."
+            ) from error
+        return upload
+
+    def _separate(self, job: Job) -> dict:
+        started = time.perf_counter()
+        request = job.request
+        options = request.get("options", {})
+        source = request["source"]
+        span = read_span(self._source(job), source.get("start", 0.0), source.get("duration"))
+        model = options.get("model") or self.pool.default
+        settings = {
+            "two_stems": options.get("two_stems"),
+            "format": options.get("format", "float32"),
+            "sum_to_input": options.get("sum_to_input", True),
+            "shifts": options.get("shifts", 0),
+        }
+        key = cache_key(span.content_sha256(), model, settings)
+        folder = Path(request["out_dir"])
+        overwrite = bool(options.get("overwrite", False))
+        entry = self.cache.lookup(key)
+        cached = entry is not None
+        if entry is None:
+            separator = self.pool.get(model, settings["shifts"])
+            staging = self.cache.staging()
+            try:
+                split_span(
+                    span,
+                    separator,
+                    staging,
+                    two_stems=settings["two_stems"],
+                    sample_format=settings["format"],
+                    sum_to_input=settings["sum_to_input"],
+                    progress=lambda fraction: setattr(job, "progress", 0.97 * fraction),
+                    should_cancel=job.cancel.is_set,
+                )
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            entry = self.cache.commit(staging, key)
+        files = _deliver(entry, folder, overwrite)
+        stems = {p.stem: str(p) for p in files if p.suffix == ".wav"}
+        return {
+            "folder": str(folder),
+            "stems": stems,
+            "manifest": str(folder / "manifest.json"),
+            "cached": cached,
+            "samplerate": span.samplerate,
+            "frames": span.frames,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+
+def _deliver(entry: Path, folder: Path, overwrite: bool) -> list[Path]:
+    """Copy a cache entry into the user's folder: all or nothing, nothing clobbered."""
+    sources = sorted(entry.iterdir())
+    targets = [folder / source.name for source in sources]
+    for target in targets:
+        ensure_writable(target, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, target in zip(sources, targets, strict=True):
+        temporary = temporary_sibling(target)
+        try:
+            shutil.copyfile(source, temporary)
+            publish(temporary, target, overwrite)
+        finally:
+            temporary.unlink(missing_ok=True)
+    return targets

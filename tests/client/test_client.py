@@ -1,0 +1,50 @@
+"""The client stays light and writes a status file Lua can parse."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from daw_bridge.client.status_file import render, write_status
+
+
+def test_client_never_imports_torch_or_numpy():
+    code = (
+        "import sys, daw_bridge.cli, daw_bridge.client.client, daw_bridge.client.status_file; "
+        "heavy = [m for m in ('torch', 'numpy', 'pedalboard') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_status_file_is_key_value_lines(tmp_path):
+    event = {
+        "job": "abc",
+        "state": "failed",
+        "progress": 0.5,
+        "error": {"problem": "Bad\nfile", "fix": "Re-export it."},
+    }
+    path = tmp_path / "status.txt"
+    write_status(path, event)
+    lines = path.read_text().splitlines()
+    assert lines == [
+        "job=abc",
+        "state=failed",
+        "progress=0.5000",
+        "error=Bad file",
+        "fix=Re-export it.",
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["status.txt"]
+
+
+def test_status_file_lists_stems():
+    text = render(
+        {
+            "job": "j",
+            "state": "done",
+            "progress": 1.0,
+            "result": {"folder": "/x", "cached": True, "stems": {"vocals": "/x/vocals.wav"}},
+        }
+    )
+    assert "stem.vocals=/x/vocals.wav" in text and "cached=true" in text

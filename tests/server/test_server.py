@@ -1,0 +1,306 @@
+"""The resident server, tested as a real process on 127.0.0.1 with a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daw_bridge.audio.io import read_span
+from daw_bridge.client.client import Client, ServerUnavailableError, connect
+from daw_bridge.errors import DawBridgeError
+from daw_bridge.protocol import encode
+from tests.conftest import noise, write_wav
+
+
+def free_address() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class ServerProcess:
+    def __init__(self, model: Path, state: Path, *extra: str) -> None:
+        self.address = free_address()
+        self.log = state / "server.log"
+        state.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "DAW_BRIDGE_STATE_DIR": str(state),
+            "DAW_BRIDGE_CACHE_DIR": str(state / "w"),
+        }
+        command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", self.address]
+        command += ["--model", str(model), "--device", "cpu", *extra]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        with Client(self.address, timeout=30) as client:
+            client.hello()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server-state")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, state):
+    process = ServerProcess(tiny_checkpoint, state, "--max-message-mb", "1")
+    yield process
+    process.kill()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.address, timeout=20) as c:
+        yield c
+
+
+@pytest.fixture
+def song(tmp_path) -> Path:
+    return write_wav(tmp_path / "song.wav", noise(seconds=3.0, seed=int(time.time_ns() % 1000)))
+
+
+def test_hello_status_and_models(client, tiny_checkpoint):
+    assert client.hello()["protocol"] == 1
+    status = client.status()
+    assert status["model"] == str(tiny_checkpoint) and status["device"] == "cpu"
+    assert status["loaded"] == [str(tiny_checkpoint)]  # warm from the start
+    assert "htdemucs" in client.models()["models"]
+
+
+def test_submit_streams_progress_and_writes_stems_that_sum_to_the_span(client, song, tmp_path):
+    job = client.submit(song, tmp_path / "stems", start=0.5, duration=2.0)
+    events: list[dict] = []
+    final = client.wait(job, events.append)
+    assert final["state"] == "done", final
+    progress = [e["progress"] for e in events]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    stems = {name: read_span(path).samples for name, path in final["result"]["stems"].items()}
+    assert set(stems) == {"drums", "bass", "other", "vocals"}
+    np.testing.assert_allclose(sum(stems.values()), read_span(song, 0.5, 2.0).samples, atol=1e-6)
+    assert client.result(job)["state"] == "done"  # fetchable again by id
+
+
+def test_same_audio_again_is_a_cache_hit_under_100_ms(client, song, tmp_path):
+    first = client.wait(client.submit(song, tmp_path / "a"))
+    started = time.perf_counter()
+    second = client.wait(client.submit(song, tmp_path / "b"))
+    elapsed = time.perf_counter() - started
+    assert first["result"]["cached"] is False and second["result"]["cached"] is True
+    assert second["result"]["seconds"] < 0.1, second["result"]
+    assert elapsed < 0.5
+    for name in ("drums", "vocals"):
+        a = read_span(tmp_path / "a" / f"{name}.wav").samples
+        np.testing.assert_array_equal(a, read_span(tmp_path / "b" / f"{name}.wav").samples)
+
+
+def test_several_clients_at_once(server, tmp_path):
+    results: dict[int, dict] = {}
+
+    def run(i: int) -> None:
+        path = write_wav(tmp_path / f"c{i}.wav", noise(seconds=1.5, seed=100 + i))
+        with Client(server.address, timeout=30) as own:
+            results[i] = own.wait(own.submit(path, tmp_path / f"out{i}"))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [results[i]["state"] for i in range(3)] == ["done"] * 3
+
+
+def test_cancel_stops_the_job_and_writes_nothing(client, tmp_path):
+    long = write_wav(tmp_path / "long.wav", noise(seconds=40.0, seed=7))
+    job = client.submit(long, tmp_path / "never")
+    time.sleep(0.5)
+    started = time.perf_counter()
+    client.cancel(job)
+    final = client.wait(job)
+    assert final["state"] == "cancelled"
+    assert time.perf_counter() - started < 3.0
+    assert not (tmp_path / "never").exists()
+    assert client.hello()["protocol"] == 1
+
+
+def test_bad_input_fails_the_job_clearly_and_the_server_keeps_serving(client, tmp_path):
+    final = client.wait(client.submit(tmp_path / "missing.wav", tmp_path / "out"))
+    assert final["state"] == "failed" and "not found" in final["error"]["problem"]
+    six = write_wav(tmp_path / "six.wav", noise(6, 0.2))
+    final = client.wait(client.submit(six, tmp_path / "out"))
+    assert "6 channels" in final["error"]["problem"] and final["error"]["fix"]
+    assert client.hello()["protocol"] == 1
+
+
+def test_missing_weights_fail_the_job_with_the_core_message(client, song, tmp_path, monkeypatch):
+    final = client.wait(client.submit(song, tmp_path / "out", model="htdemucs_6s"))
+    assert final["state"] == "failed"
+    assert "5c90dfd2-34c22ccb.th" in final["error"]["problem"] + final["error"]["fix"]
+    assert client.hello()["protocol"] == 1
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"not json"],
+        [b"[1, 2]"],
+        [encode({"type": "explode"})],
+        [b'{"type": "hello", "v": 99}'],
+        [encode({"type": "submit", "source": {"path": 3}, "out_dir": "x"})],
+        [encode({"type": "submit", "source": {}, "out_dir": "x"})],
+        [
+            encode(
+                {"type": "submit", "source": {"path": "a"}, "out_dir": "x", "options": {"evil": 1}}
+            )
+        ],
+        [encode({"type": "cancel", "job": "nope"})],
+        [b"a", b"b"],
+    ],
+)
+def test_malformed_messages_get_an_error_reply(server, frames):
+    with zmq.Context.instance().socket(zmq.DEALER) as raw:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(server.address)
+        raw.send_multipart(frames)
+        assert raw.poll(5000), "no reply"
+        reply = json.loads(raw.recv())
+    assert reply["type"] == "error" and reply["problem"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(st.text(max_size=8), children, max_size=4)
+            ),
+            max_leaves=12,
+        ).map(lambda value: json.dumps(value).encode()),
+    )
+)
+def test_fuzzed_messages_never_crash_the_server(server, payload):
+    with zmq.Context.instance().socket(zmq.DEALER) as raw:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(server.address)
+        raw.send(payload)
+        assert raw.poll(5000), "no reply"
+        assert json.loads(raw.recv())["type"] in {"error", "hello", "status", "models", "ok"}
+    assert server.process.poll() is None
+
+
+def test_oversized_message_is_dropped_and_the_server_keeps_serving(server, client):
+    with zmq.Context.instance().socket(zmq.DEALER) as raw:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(server.address)
+        raw.send(b"x" * (2 * 2**20))
+        assert not raw.poll(500)
+    assert client.hello()["protocol"] == 1 and server.process.poll() is None
+
+
+def test_client_killed_mid_job_the_job_finishes_and_its_result_can_be_fetched(server, tmp_path):
+    path = write_wav(tmp_path / "k.wav", noise(seconds=6.0, seed=11))
+    submit = f"c.submit({str(path)!r}, {str(tmp_path / 'k')!r})"
+    script = (
+        "import sys, time; from daw_bridge.client.client import Client; "
+        f"c = Client({server.address!r}); print({submit}, flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    job = child.stdout.readline().strip()
+    child.kill()
+    child.wait()
+    with Client(server.address, timeout=30) as later:
+        final = later.wait(job)
+    assert final["state"] == "done" and (tmp_path / "k" / "vocals.wav").is_file()
+
+
+def test_dead_server_is_noticed_by_a_waiting_client(tiny_checkpoint, tmp_path):
+    process = ServerProcess(tiny_checkpoint, tmp_path / "state")
+    try:
+        path = write_wav(tmp_path / "d.wav", noise(seconds=30.0, seed=3))
+        with Client(process.address, timeout=2) as c:
+            job = c.submit(path, tmp_path / "d")
+            process.process.send_signal(signal.SIGSTOP)
+            with pytest.raises(ServerUnavailableError, match="No daw-bridge server answered"):
+                c.wait(job)
+        process.process.send_signal(signal.SIGCONT)
+    finally:
+        process.kill()
+
+
+def test_server_killed_mid_job_leaves_no_partial_files_and_serves_after_restart(
+    tiny_checkpoint, tmp_path
+):
+    state = tmp_path / "state"
+    process = ServerProcess(tiny_checkpoint, state)
+    path = write_wav(tmp_path / "long.wav", noise(seconds=30.0, seed=5))
+    with Client(process.address, timeout=20) as c:
+        job = c.submit(path, tmp_path / "out")
+        while c.result(job)["progress"] < 0.1:
+            time.sleep(0.1)
+    process.kill()
+    visible = (
+        [p for p in (tmp_path / "out").rglob("*") if not p.name.startswith(".")]
+        if (tmp_path / "out").exists()
+        else []
+    )
+    assert visible == []
+    again = ServerProcess(tiny_checkpoint, state)
+    try:
+        with Client(again.address, timeout=20) as c:
+            lost = c.result(job)
+            assert lost["state"] == "failed" and "stopped" in lost["error"]["problem"]
+            small = write_wav(tmp_path / "small.wav", noise(seconds=1.0))
+            assert c.wait(c.submit(small, tmp_path / "fine"))["state"] == "done"
+        assert not list((state / "stems").glob(".staging-*"))
+    finally:
+        again.kill()
+
+
+def test_autostart_launches_a_server_when_none_answers(tiny_checkpoint, tmp_path, monkeypatch):
+    address = free_address()
+    monkeypatch.setenv("DAW_BRIDGE_STATE_DIR", str(tmp_path / "state"))
+    client = connect(
+        address,
+        timeout=5,
+        autostart=True,
+        log_file=tmp_path / "server.log",
+        server_args=["--model", str(tiny_checkpoint), "--device", "cpu"],
+    )
+    try:
+        assert client.hello()["protocol"] == 1
+    finally:
+        client.shutdown()
+        client.close()
+    assert "ready" in (tmp_path / "server.log").read_text()
+
+
+def test_no_server_is_a_clear_error():
+    with pytest.raises(ServerUnavailableError) as error:
+        connect(free_address(), timeout=0.3)
+    assert "daw-bridge serve" in error.value.fix
+
+
+def test_unknown_job_is_an_error(client):
+    with pytest.raises(DawBridgeError, match="No job"):
+        client.result("0123456789abcdef")
