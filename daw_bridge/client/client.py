@@ -108,6 +108,15 @@ class Client:
         message["options"] = {k: v for k, v in options.items() if v is not None}
         return self.request(message)["job"]
 
+    def submit_audio(self, data: bytes, name: str, out_dir: str | Path, **options: Any) -> str:
+        """Send the audio file's bytes (for a server on another machine or a rendered clip)."""
+        import base64
+
+        source = {"data": base64.b64encode(data).decode("ascii"), "name": name}
+        message = {"type": "submit", "source": source, "out_dir": str(Path(out_dir).resolve())}
+        message["options"] = {k: v for k, v in options.items() if v is not None}
+        return self.request(message)["job"]
+
     def cancel(self, job: str) -> dict[str, Any]:
         return self.request({"type": "cancel", "job": job})
 

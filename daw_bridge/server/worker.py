@@ -83,11 +83,20 @@ class Worker(threading.Thread):
         return upload
 
     def _separate(self, job: Job) -> dict:
+        source = job.request["source"]
+        path = self._source(job)
+        try:
+            return self._separate_file(job, path)
+        finally:
+            if "data" in source:
+                path.unlink(missing_ok=True)  # an upload is only kept for its job
+
+    def _separate_file(self, job: Job, path: Path) -> dict:
         started = time.perf_counter()
         request = job.request
         options = request.get("options", {})
         source = request["source"]
-        span = read_span(self._source(job), source.get("start", 0.0), source.get("duration"))
+        span = read_span(path, source.get("start", 0.0), source.get("duration"))
         model = options.get("model") or self.pool.default
         settings = {
             "two_stems": options.get("two_stems"),
@@ -102,6 +111,10 @@ class Worker(threading.Thread):
         cached = entry is not None
         if entry is None:
             separator = self.pool.get(model, settings["shifts"])
+            two = settings["two_stems"]
+            names = [two, f"no_{two}"] if two else list(separator.sources)
+            for name in [*(f"{n}.wav" for n in names), "manifest.json"]:
+                ensure_writable(folder / name, overwrite)  # before minutes of inference
             staging = self.cache.staging()
             try:
                 split_span(

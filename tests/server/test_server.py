@@ -304,3 +304,21 @@ def test_no_server_is_a_clear_error():
 def test_unknown_job_is_an_error(client):
     with pytest.raises(DawBridgeError, match="No job"):
         client.result("0123456789abcdef")
+
+
+def test_audio_bytes_can_be_sent_instead_of_a_path(client, tmp_path):
+    path = write_wav(tmp_path / "bytes.wav", noise(seconds=1.0, seed=21))
+    job = client.submit_audio(path.read_bytes(), "bytes.wav", tmp_path / "from-bytes")
+    final = client.wait(job)
+    assert final["state"] == "done"
+    stems = [read_span(p).samples for p in final["result"]["stems"].values()]
+    np.testing.assert_allclose(sum(stems), read_span(path).samples, atol=1e-6)
+
+
+def test_existing_stems_in_the_output_folder_are_not_overwritten(client, song, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "vocals.wav").write_bytes(b"mine")
+    final = client.wait(client.submit(song, tmp_path / "taken"))
+    assert final["state"] == "failed" and "--overwrite" in final["error"]["fix"]
+    assert (tmp_path / "taken" / "vocals.wav").read_bytes() == b"mine"
+    assert client.wait(client.submit(song, tmp_path / "taken", overwrite=True))["state"] == "done"
