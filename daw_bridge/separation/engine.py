@@ -208,7 +208,7 @@ class DemucsEngine:
         for batch in self._batches(model, view, segment_length):
             tracker.check_cancel()
             inputs = torch.stack([chunk for _, _, chunk in batch]).to(self.device)
-            with torch.inference_mode(), self._precision():
+            with torch.inference_mode(), self._precision(), _interruptible(model, tracker):
                 outputs = model(inputs)
             outputs = outputs.float().cpu()
             for (offset, chunk_length, _), chunk_out in zip(batch, outputs, strict=True):
@@ -244,6 +244,25 @@ class DemucsEngine:
         if self.half:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _interruptible(model: nn.Module, tracker: _Progress) -> Iterator[None]:
+    """Poll for cancellation before every layer, not only between segments.
+
+    One full-size segment takes seconds on a CPU; checking at each layer lets a
+    cancel free the worker within a fraction of that.
+    """
+    if tracker.should_cancel is None:
+        yield
+        return
+    layers = [m for m in model.modules() if not isinstance(m, (nn.ModuleList, nn.ModuleDict))]
+    handles = [m.register_forward_pre_hook(lambda *_: tracker.check_cancel()) for m in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class _Progress:

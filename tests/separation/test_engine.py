@@ -182,3 +182,18 @@ def test_full_size_htdemucs_matches_apply_model():
 
 def test_one_segment_per_pass_on_cpu_by_default(model):
     assert DemucsEngine([model], device="cpu").batch_size == 1
+
+
+def test_cancel_interrupts_a_forward_pass_between_layers(model):
+    polls = {"count": 0}
+
+    def cancel_after_a_few_layers() -> bool:
+        polls["count"] += 1
+        return polls["count"] > 5
+
+    done: list[float] = []
+    with pytest.raises(CancelledError):
+        DemucsEngine([model], device="cpu").apply(
+            mix_of(1.0), done.append, cancel_after_a_few_layers
+        )
+    assert done == []  # stopped inside the first segment's forward pass
