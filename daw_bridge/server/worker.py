@@ -20,6 +20,7 @@ from daw_bridge.server.jobs import Job, JobStore
 from daw_bridge.server.models import ModelPool
 
 log = logging.getLogger(__name__)
+_REMEMBERED_SPANS = 1024
 
 
 class Worker(threading.Thread):
@@ -36,6 +37,8 @@ class Worker(threading.Thread):
         super().__init__(name="daw-bridge-worker", daemon=True)
         self.jobs, self.pool, self.cache, self.store, self.notify = jobs, pool, cache, store, notify
         self.current: Job | None = None
+        # Content hash of recently seen spans: a repeated click skips decoding and hashing.
+        self._spans: dict[tuple, tuple[str, int, int]] = {}
 
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
@@ -96,7 +99,14 @@ class Worker(threading.Thread):
         request = job.request
         options = request.get("options", {})
         source = request["source"]
-        span = read_span(path, source.get("start", 0.0), source.get("duration"))
+        start, duration = source.get("start", 0.0), source.get("duration")
+        span = None
+        fingerprint = _fingerprint(path, start, duration)
+        known = self._spans.get(fingerprint)
+        if known is None:
+            span = read_span(path, start, duration)
+            known = (span.content_sha256(), span.samplerate, span.frames)
+            self._remember(fingerprint, known)
         model = options.get("model") or self.pool.default
         settings = {
             "two_stems": options.get("two_stems"),
@@ -104,12 +114,13 @@ class Worker(threading.Thread):
             "sum_to_input": options.get("sum_to_input", True),
             "shifts": options.get("shifts", 0),
         }
-        key = cache_key(span.content_sha256(), model, settings)
+        key = cache_key(known[0], model, settings)
         folder = Path(request["out_dir"])
         overwrite = bool(options.get("overwrite", False))
         entry = self.cache.lookup(key)
         cached = entry is not None
         if entry is None:
+            span = span or read_span(path, start, duration)
             separator = self.pool.get(model, settings["shifts"])
             two = settings["two_stems"]
             names = [two, f"no_{two}"] if two else list(separator.sources)
@@ -138,10 +149,23 @@ class Worker(threading.Thread):
             "stems": stems,
             "manifest": str(folder / "manifest.json"),
             "cached": cached,
-            "samplerate": span.samplerate,
-            "frames": span.frames,
+            "samplerate": known[1],
+            "frames": known[2],
             "seconds": round(time.perf_counter() - started, 4),
         }
+
+    def _remember(self, fingerprint: tuple, known: tuple[str, int, int]) -> None:
+        self._spans[fingerprint] = known
+        while len(self._spans) > _REMEMBERED_SPANS:
+            self._spans.pop(next(iter(self._spans)))
+
+
+def _fingerprint(path: Path, start: float, duration: float | None) -> tuple:
+    """Identifies an unchanged file span without decoding it (size and mtime in ns)."""
+    stat = path.stat() if path.is_file() else None
+    if stat is None:
+        return (str(path), None)  # missing: never remembered, read_span reports it
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, start, duration)
 
 
 def _deliver(entry: Path, folder: Path, overwrite: bool) -> list[Path]:

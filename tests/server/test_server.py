@@ -322,3 +322,17 @@ def test_existing_stems_in_the_output_folder_are_not_overwritten(client, song, t
     assert final["state"] == "failed" and "--overwrite" in final["error"]["fix"]
     assert (tmp_path / "taken" / "vocals.wav").read_bytes() == b"mine"
     assert client.wait(client.submit(song, tmp_path / "taken", overwrite=True))["state"] == "done"
+
+
+def test_a_changed_file_is_separated_again_not_served_from_the_cache(client, tmp_path):
+    path = write_wav(tmp_path / "edit.wav", noise(seconds=1.0, seed=31))
+    assert client.wait(client.submit(path, tmp_path / "v1"))["result"]["cached"] is False
+    write_wav(path, noise(seconds=1.0, seed=32))  # the user re-renders the clip in place
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1000))
+    assert client.wait(client.submit(path, tmp_path / "v2"))["result"]["cached"] is False
+
+
+def test_other_models_load_on_demand_next_to_the_warm_one(client, song, tmp_path, tiny_checkpoint):
+    final = client.wait(client.submit(song, tmp_path / "dsp", model="dsp"))
+    assert final["state"] == "done"
+    assert set(client.status()["loaded"]) == {str(tiny_checkpoint), "dsp"}
