@@ -122,6 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-mb", type=int, default=256, help="larger messages are dropped (default 256)"
     )
+    serve.add_argument(
+        "--model-memory-mb",
+        type=int,
+        default=8192,
+        help="unload least recently used models above this memory use (default 8192)",
+    )
 
     client = commands.add_parser("client", help="talk to a running server")
     client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")
@@ -266,6 +272,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
         cache_bytes=args.cache_size_mb * 2**20,
         max_message_bytes=args.max_message_mb * 2**20,
+        model_memory_bytes=args.model_memory_mb * 2**20,
     ).serve_forever()
     return 0
 

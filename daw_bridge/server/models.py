@@ -1,8 +1,15 @@
-"""Separators kept warm, loaded on demand and evicted least-recently-used."""
+"""Separators kept warm, loaded on demand and evicted least-recently-used by memory.
+
+After a model is loaded, older ones are unloaded while the server's resident
+memory is above ``memory_limit_bytes`` (the model just asked for always stays).
+"""
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
+import resource
 from collections import OrderedDict
 from pathlib import Path
 
@@ -12,16 +19,27 @@ from daw_bridge.separation.base import Separator
 log = logging.getLogger(__name__)
 
 
-class ModelPool:
-    """Holds at most ``capacity`` loaded models; the default one is loaded at start."""
+def resident_bytes() -> int:
+    """This process's resident memory (Linux /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+
+class ModelPool:
     def __init__(
-        self, default: str, device: str, model_dir: Path | None = None, capacity: int = 2
+        self,
+        default: str,
+        device: str,
+        model_dir: Path | None = None,
+        memory_limit_bytes: int = 8 * 2**30,
     ) -> None:
         self.default = default
         self.device = device
         self.model_dir = model_dir
-        self.capacity = max(1, capacity)
+        self.memory_limit_bytes = memory_limit_bytes
         self._loaded: OrderedDict[tuple[str, int], Separator] = OrderedDict()
 
     def get(self, name: str | None = None, shifts: int = 0) -> Separator:
@@ -33,10 +51,21 @@ class ModelPool:
             key[0], model_dir=self.model_dir, device=self.device, shifts=shifts
         )
         self._loaded[key] = separator
-        while len(self._loaded) > self.capacity:
-            evicted, _ = self._loaded.popitem(last=False)
-            log.info("unloaded model %s to make room", evicted[0])
+        self._evict()
         return separator
+
+    def _evict(self) -> None:
+        while len(self._loaded) > 1 and resident_bytes() > self.memory_limit_bytes:
+            evicted, _ = self._loaded.popitem(last=False)
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+            log.info("unloaded model %s to stay under the memory limit", evicted[0])
 
     def loaded(self) -> list[str]:
         return [name for name, _ in self._loaded]

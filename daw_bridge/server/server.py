@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -31,19 +30,11 @@ from daw_bridge.protocol import (
 )
 from daw_bridge.server.cache import StemCache
 from daw_bridge.server.jobs import Job, JobStore
-from daw_bridge.server.models import ModelPool
+from daw_bridge.server.models import ModelPool, resident_bytes
 from daw_bridge.server.worker import Worker
 
 log = logging.getLogger(__name__)
 _PROGRESS_INTERVAL = 0.2
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Server:
@@ -56,10 +47,11 @@ class Server:
         model_dir: Path | None = None,
         cache_bytes: int = 2 * 2**30,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        model_memory_bytes: int = 8 * 2**30,
     ) -> None:
         self.bind = bind
         self.max_message_bytes = max_message_bytes
-        self.pool = ModelPool(model, device, model_dir)
+        self.pool = ModelPool(model, device, model_dir, model_memory_bytes)
         self.store = JobStore(state_dir / "jobs")
         self.cache = StemCache(state_dir / "stems", cache_bytes)
         self.queue: queue.Queue[Job | None] = queue.Queue()
@@ -140,7 +132,7 @@ class Server:
                 "device": self.pool.device_name(),
                 "queued": self.queue.qsize(),
                 "running": self.worker.current.id if self.worker.current else None,
-                "rss_mb": round(_rss_mb(), 1),
+                "rss_mb": round(resident_bytes() / 2**20, 1),
                 "cache_mb": round(self.cache.size() / 2**20, 1),
             }
         if kind == "models":
