@@ -285,6 +285,10 @@ def _run_client(args: argparse.Namespace) -> int:
 
     if args.action != "split":
         client = connect(args.server, args.timeout)
+        if args.action == "shutdown":
+            client.shutdown()
+            print(f"The server at {args.server} is shutting down.")
+            return 0
         if args.action in ("cancel", "result"):
             reply = getattr(client, args.action)(args.job)
         else:
@@ -294,11 +298,15 @@ def _run_client(args: argparse.Namespace) -> int:
     out = args.out or Path("separated") / args.input.stem
     client = connect(args.server, args.timeout, args.autostart, args.server_log)
 
+    shown: list[str] = []
+
     def on_event(event: dict) -> None:
         if args.status_file is not None:
             write_status(args.status_file, event)
-        if not args.quiet:
-            print(f"{event['state']} {100 * event['progress']:.0f}%", flush=True)
+        line = f"{event['state']} {100 * event['progress']:.0f}%"
+        if not args.quiet and line not in shown[-1:]:  # heartbeats repeat the same state
+            shown.append(line)
+            print(line, flush=True)
 
     job = client.submit(
         args.input,

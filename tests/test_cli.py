@@ -141,3 +141,31 @@ def test_split_a_real_song_with_dsp_into_stems_that_sum_to_the_mix(tmp_path):
     folder = tmp_path / "dsp" / "mixture"
     stems = [read_span(folder / f"{s}.wav").samples for s in ("drums", "bass", "other", "vocals")]
     np.testing.assert_allclose(sum(stems), read_span(song).samples, atol=1e-5)
+
+
+def test_client_and_server_commands_end_to_end(tmp_path, song, monkeypatch, capsys):
+    """What the README shows: serve, client split with a status file, status, shutdown."""
+    import threading
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("DAW_BRIDGE_STATE_DIR", str(tmp_path / "state"))
+    server = threading.Thread(target=main, args=(["serve", "--bind", address, "--model", "dsp"],))
+    server.start()
+    try:
+        client = ["client", "--server", address, "--timeout", "30"]
+        status_file = tmp_path / "status.txt"
+        out = tmp_path / "Stems" / "Verse 1"
+        argv = [*client, "split", str(song), "--out", str(out), "--status-file", str(status_file)]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[-5].startswith("done 100%") and len(printed) == len(set(printed))
+        assert "state=done" in status_file.read_text()
+        assert (out / "vocals.wav").is_file() and (out / "manifest.json").is_file()
+        assert main([*client, "status"]) == 0
+        assert '"model": "dsp"' in capsys.readouterr().out
+    finally:
+        main(["client", "--server", address, "shutdown"])
+        server.join(30)
+    assert not server.is_alive()
