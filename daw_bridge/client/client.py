@@ -104,17 +104,22 @@ class Client:
         **options: Any,
     ) -> str:
         source = {"path": str(Path(path).resolve()), "start": start, "duration": duration}
-        message = {"type": "submit", "source": source, "out_dir": str(Path(out_dir).resolve())}
-        message["options"] = {k: v for k, v in options.items() if v is not None}
-        return self.request(message)["job"]
+        return self._submit(source, out_dir, options)
 
     def submit_audio(self, data: bytes, name: str, out_dir: str | Path, **options: Any) -> str:
         """Send the audio file's bytes (for a server on another machine or a rendered clip)."""
         import base64
 
         source = {"data": base64.b64encode(data).decode("ascii"), "name": name}
-        message = {"type": "submit", "source": source, "out_dir": str(Path(out_dir).resolve())}
-        message["options"] = {k: v for k, v in options.items() if v is not None}
+        return self._submit(source, out_dir, options)
+
+    def _submit(self, source: dict[str, Any], out_dir: str | Path, options: dict[str, Any]) -> str:
+        message = {
+            "type": "submit",
+            "source": source,
+            "out_dir": str(Path(out_dir).resolve()),
+            "options": {k: v for k, v in options.items() if v is not None},
+        }
         return self.request(message)["job"]
 
     def cancel(self, job: str) -> dict[str, Any]:
