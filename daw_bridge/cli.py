@@ -98,6 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="keep the model's 'other' as is (stems then need not sum exactly to the input)",
     )
     split.add_argument("--overwrite", action="store_true", help="replace existing stem files")
+    split.add_argument(
+        "--midi", metavar="KINDS", help="also write MIDI for these stems, e.g. drums,bass,vocals"
+    )
     split.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_options(split)
 
@@ -109,6 +112,13 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_options(demo)
 
     commands.add_parser("models", help="list the models and where their weights are")
+
+    midi = commands.add_parser("midi", help="turn a drums, bass or vocals stem into MIDI")
+    midi.add_argument("stem", type=Path, help="a stem WAV (or any audio file)")
+    midi.add_argument("--kind", choices=("drums", "bass", "vocals"), required=True)
+    midi.add_argument("--out", type=Path, help="MIDI file (default: next to the stem, .mid)")
+    midi.add_argument("--min-note", type=float, default=0.08, help="shortest note in seconds")
+    midi.add_argument("--overwrite", action="store_true", help="replace an existing MIDI file")
 
     serve = commands.add_parser("serve", help="run the resident inference server")
     serve.add_argument("--bind", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")
@@ -192,7 +202,28 @@ def _run_split(args: argparse.Namespace) -> int:
     for name, path in result.stems.items():
         print(f"  {name:10s} {path}")
     print(f"  manifest   {result.manifest}")
+    for kind, path in _stems_to_midi(result, args.midi, args.overwrite).items():
+        print(f"  {kind + ' MIDI':10s} {path}")
     return 0
+
+
+def _stems_to_midi(result, kinds: str | None, overwrite: bool) -> dict[str, Path]:
+    if not kinds:
+        return {}
+    from daw_bridge.audio.io import read_span
+    from daw_bridge.midi.convert import KINDS, stem_to_midi
+
+    written = {}
+    for kind in (k.strip() for k in kinds.split(",") if k.strip()):
+        if kind not in KINDS or kind not in result.stems:
+            raise DawBridgeError(
+                f"--midi {kind!r} is not a stem this split made.",
+                f"Use some of: {', '.join(k for k in KINDS if k in result.stems)}.",
+            )
+        span = read_span(result.stems[kind])
+        written[kind] = result.folder / f"{kind}.mid"
+        stem_to_midi(span.samples, span.samplerate, kind, written[kind], overwrite=overwrite)
+    return written
 
 
 def _warn_loudly(text: str) -> None:
@@ -258,6 +289,19 @@ def _run_models(_args: argparse.Namespace) -> int:
         print(f"{spec.name:12s} {spec.description}\n{'':12s} weights: {where}")
     print(f"{'dsp':12s} classical separator, no weights (low quality)")
     print(f"Download folder: {cache_dir()}")
+    return 0
+
+
+def _run_midi(args: argparse.Namespace) -> int:
+    from daw_bridge.audio.io import read_span
+    from daw_bridge.midi.convert import stem_to_midi
+
+    span = read_span(args.stem)
+    out = args.out or args.stem.with_suffix(".mid")
+    notes = stem_to_midi(
+        span.samples, span.samplerate, args.kind, out, args.min_note, args.overwrite
+    )
+    print(f"{len(notes)} notes from {args.stem} ({args.kind}) -> {out}")
     return 0
 
 
@@ -345,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "split": _run_split,
         "demo": _run_demo,
         "models": _run_models,
+        "midi": _run_midi,
         "serve": _run_serve,
         "client": _run_client,
     }
