@@ -152,6 +152,7 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--two-stems", metavar="STEM")
     submit.add_argument("--format", choices=SAMPLE_FORMATS)
     submit.add_argument("--overwrite", action="store_true")
+    submit.add_argument("--midi", metavar="KINDS", help="also MIDI for e.g. drums,bass,vocals")
     submit.add_argument("--status-file", type=Path, help="keep key=value progress in this file")
     submit.add_argument("--autostart", action="store_true", help="start a server if none runs")
     submit.add_argument("--server-log", type=Path, help="log file of an autostarted server")
@@ -361,6 +362,7 @@ def _run_client(args: argparse.Namespace) -> int:
         two_stems=args.two_stems,
         format=args.format,
         overwrite=args.overwrite or None,
+        midi=[k.strip() for k in args.midi.split(",") if k.strip()] if args.midi else None,
     )
     if not args.quiet:
         print(f"job {job}", flush=True)
@@ -376,6 +378,8 @@ def _run_client(args: argparse.Namespace) -> int:
         )
     for name, path in final["result"]["stems"].items():
         print(f"  {name:10s} {path}")
+    for kind, path in final["result"].get("midi", {}).items():
+        print(f"  {kind + ' MIDI':10s} {path}")
     return 0
 
 

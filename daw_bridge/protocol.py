@@ -37,6 +37,7 @@ SUBMIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "sum_to_input": bool,
     "shifts": int,
     "overwrite": bool,
+    "midi": list,
 }
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -104,4 +105,6 @@ def validate_request(message: dict[str, Any]) -> dict[str, Any]:
                 f"unknown options {sorted(unknown)}; known: {sorted(SUBMIT_OPTIONS)}"
             )
         _check_fields("options", options, SUBMIT_OPTIONS, required=False)
+        if not all(isinstance(kind, str) for kind in options.get("midi", [])):
+            raise ProtocolError("'midi' must be a list of stem names")
     return message

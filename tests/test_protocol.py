@@ -65,3 +65,11 @@ def test_other_protocol_versions_are_refused_with_the_fix():
 def test_undecodable_frames(frame):
     with pytest.raises(ProtocolError):
         decode(frame)
+
+
+def test_midi_option_is_a_list_of_names():
+    ok = {"type": "submit", "source": {"path": "a"}, "out_dir": "o", "options": {"midi": ["drums"]}}
+    validate_request(request(**ok))
+    ok["options"] = {"midi": [1]}
+    with pytest.raises(ProtocolError, match="midi"):
+        validate_request(request(**ok))

@@ -100,6 +100,7 @@ class Worker(threading.Thread):
         options = request.get("options", {})
         source = request["source"]
         start, duration = source.get("start", 0.0), source.get("duration")
+        _check_midi_kinds(options.get("midi") or [])  # before any inference
         span = None
         fingerprint = _fingerprint(path, start, duration)
         known = self._spans.get(fingerprint)
@@ -144,7 +145,9 @@ class Worker(threading.Thread):
             entry = self.cache.commit(staging, key)
         files = _deliver(entry, folder, overwrite)
         stems = {p.stem: str(p) for p in files if p.suffix == ".wav"}
+        midi = _midi(stems, options.get("midi") or [], overwrite)
         return {
+            "midi": midi,
             "folder": str(folder),
             "stems": stems,
             "manifest": str(folder / "manifest.json"),
@@ -158,6 +161,35 @@ class Worker(threading.Thread):
         self._spans[fingerprint] = known
         while len(self._spans) > _REMEMBERED_SPANS:
             self._spans.pop(next(iter(self._spans)))
+
+
+def _check_midi_kinds(kinds: list) -> None:
+    from daw_bridge.midi.convert import KINDS
+
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise DawBridgeError(
+            f"MIDI was asked for {', '.join(map(repr, unknown))}, which cannot be transcribed.",
+            f"Use some of: {', '.join(KINDS)}.",
+        )
+
+
+def _midi(stems: dict[str, str], kinds: list, overwrite: bool) -> dict[str, str]:
+    """MIDI files next to the delivered stems, for the kinds asked for."""
+    from daw_bridge.midi.convert import KINDS, stem_to_midi
+
+    written = {}
+    for kind in kinds:
+        if kind not in KINDS or kind not in stems:
+            raise DawBridgeError(
+                f"MIDI was asked for {kind!r}, which is not a stem of this job.",
+                f"Use some of: {', '.join(k for k in KINDS if k in stems)}.",
+            )
+        span = read_span(stems[kind])
+        out = Path(stems[kind]).with_suffix(".mid")
+        stem_to_midi(span.samples, span.samplerate, kind, out, overwrite=overwrite)
+        written[kind] = str(out)
+    return written
 
 
 def _fingerprint(path: Path, start: float, duration: float | None) -> tuple:

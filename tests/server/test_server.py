@@ -336,3 +336,17 @@ def test_other_models_load_on_demand_next_to_the_warm_one(client, song, tmp_path
     final = client.wait(client.submit(song, tmp_path / "dsp", model="dsp"))
     assert final["state"] == "done"
     assert set(client.status()["loaded"]) == {str(tiny_checkpoint), "dsp"}
+
+
+def test_a_job_can_also_write_midi_for_its_stems(client, tmp_path):
+    from daw_bridge.demo import synthetic_song
+    from daw_bridge.midi.notes import read_notes
+
+    song = write_wav(tmp_path / "synth.wav", synthetic_song(seconds=3.0, seed=4)[0])
+    final = client.wait(client.submit(song, tmp_path / "m", model="dsp", midi=["drums", "bass"]))
+    assert final["state"] == "done", final
+    assert set(final["result"]["midi"]) == {"drums", "bass"}
+    assert read_notes(Path(final["result"]["midi"]["drums"]))
+    failed = client.wait(client.submit(song, tmp_path / "g", model="dsp", midi=["guitar"]))
+    assert failed["state"] == "failed" and "guitar" in failed["error"]["problem"]
+    assert not (tmp_path / "g").exists()  # refused before separating anything
