@@ -119,6 +119,9 @@ def _build_parser() -> argparse.ArgumentParser:
     midi.add_argument("--out", type=Path, help="MIDI file (default: next to the stem, .mid)")
     midi.add_argument("--min-note", type=float, default=0.08, help="shortest note in seconds")
     midi.add_argument("--overwrite", action="store_true", help="replace an existing MIDI file")
+    midi.add_argument(
+        "--pitch-bend", action="store_true", help="bass/vocals: follow glides and vibrato"
+    )
 
     serve = commands.add_parser("serve", help="run the resident inference server")
     serve.add_argument("--bind", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")

@@ -21,6 +21,7 @@ def stem_to_midi(
     out: Path,
     min_note: float = 0.08,
     overwrite: bool = False,
+    pitch_bend: bool = False,
 ) -> list[Note]:
     """Write ``out`` (an empty MIDI file for silence) and return its notes."""
     if kind not in KINDS:
@@ -28,6 +29,6 @@ def stem_to_midi(
     if kind == "drums":
         notes = drum_hits(samples, samplerate)
     else:
-        notes = melody_notes(samples, samplerate, kind, min_note)
+        notes = melody_notes(samples, samplerate, kind, min_note, pitch_bend)
     write_midi(out, notes, drums=kind == "drums", name=kind, overwrite=overwrite)
     return notes

@@ -19,9 +19,27 @@ _HOP_SECONDS = 0.01
 _SILENCE = 1e-4
 
 
+_BEND_STEP = 0.1  # semitones: finer changes are not sent
+
+
+def _bends(f0: np.ndarray, first: int, last: int, pitch: float, frame_seconds: float):
+    """Offsets from the note's pitch where they change by at least _BEND_STEP."""
+    offsets = librosa.hz_to_midi(f0[first:last]) - pitch
+    bends: list[tuple[float, float]] = []
+    for index, offset in enumerate(offsets):
+        if np.isfinite(offset) and (not bends or abs(offset - bends[-1][1]) >= _BEND_STEP):
+            bends.append(((first + index) * frame_seconds, round(float(offset), 3)))
+    return tuple(bends)
+
+
 def melody_notes(
-    audio: np.ndarray, samplerate: int, kind: str, min_note: float = 0.08
+    audio: np.ndarray,
+    samplerate: int,
+    kind: str,
+    min_note: float = 0.08,
+    pitch_bend: bool = False,
 ) -> list[Note]:
+    """Notes of the line; with ``pitch_bend``, each note follows its glides and vibrato."""
     fmin, fmax, rate = RANGES[kind]
     mono = np.asarray(audio, dtype=np.float32).mean(axis=0)
     if np.sqrt(np.mean(mono**2)) < _SILENCE:
@@ -47,6 +65,7 @@ def melody_notes(
             if end - begin >= min_note:
                 level = float(rms[start:i].mean()) / loudest
                 velocity = int(np.clip(30 + 97 * level, 1, 127))
-                notes.append(Note(begin, end, int(pitch[start]), velocity))
+                bends = _bends(f0, start, i, pitch[start], hop / rate) if pitch_bend else ()
+                notes.append(Note(begin, end, int(pitch[start]), velocity, bends))
         start = i
     return notes

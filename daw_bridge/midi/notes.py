@@ -19,12 +19,22 @@ TEMPO_US_PER_BEAT = 500_000  # 120 BPM
 DRUM_CHANNEL = 9  # General MIDI channel 10
 
 
+BEND_RANGE_SEMITONES = 2.0  # the General MIDI default pitch-bend range
+
+
 @dataclass(frozen=True)
 class Note:
     start: float
     end: float
     pitch: int
     velocity: int
+    #: ``(seconds, semitones from pitch)`` while the note sounds; empty for none.
+    bends: tuple[tuple[float, float], ...] = ()
+
+
+def bend_value(semitones: float) -> int:
+    """A pitchwheel value for an offset, clipped to the +/-2 semitone range."""
+    return round(8191 * max(-1.0, min(1.0, semitones / BEND_RANGE_SEMITONES)))
 
 
 def seconds_to_ticks(seconds: float) -> int:
@@ -41,8 +51,13 @@ def write_midi(
         on = mido.Message("note_on", note=note.pitch, velocity=note.velocity, channel=channel)
         off = mido.Message("note_off", note=note.pitch, velocity=0, channel=channel)
         end = max(seconds_to_ticks(note.end), seconds_to_ticks(note.start) + 1)
-        events.append((seconds_to_ticks(note.start), 1, on))
+        events.append((seconds_to_ticks(note.start), 2, on))
         events.append((end, 0, off))  # at equal times, note-offs come first
+        for when, semitones in note.bends:
+            bend = mido.Message("pitchwheel", pitch=bend_value(semitones), channel=channel)
+            events.append((min(seconds_to_ticks(when), end - 1), 1, bend))
+        if note.bends:
+            events.append((end, 0, mido.Message("pitchwheel", pitch=0, channel=channel)))
     track = mido.MidiTrack(
         [mido.MetaMessage("track_name", name=name, time=0),
          mido.MetaMessage("set_tempo", tempo=TEMPO_US_PER_BEAT, time=0)]

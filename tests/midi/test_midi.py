@@ -120,3 +120,18 @@ def test_split_can_write_midi_for_its_stems(tmp_path):
     assert main(argv) == 0
     folder = tmp_path / "dsp" / "song"
     assert read_notes(folder / "drums.mid") and read_notes(folder / "bass.mid")
+
+
+def test_pitch_bend_follows_a_glide_only_when_asked(tmp_path):
+    t = np.arange(SR) / SR
+    glide = 55.0 * 2 ** (t / 12)  # A1 rising one semitone over a second
+    audio = (0.3 * np.sin(2 * np.pi * np.cumsum(glide) / SR))[None].astype(np.float32)
+    plain = stem_to_midi(audio, SR, "bass", tmp_path / "plain.mid", min_note=0.05)
+    bent = stem_to_midi(audio, SR, "bass", tmp_path / "bent.mid", min_note=0.05, pitch_bend=True)
+    assert all(not n.bends for n in plain)
+    offsets = [offset for note in bent for _, offset in note.bends]
+    assert offsets and max(abs(o) for o in offsets) <= 1.0
+    import mido
+
+    wheel = [m for m in mido.MidiFile(str(tmp_path / "bent.mid")) if m.type == "pitchwheel"]
+    assert wheel and wheel[-1].pitch == 0  # reset after the last note
