@@ -21,6 +21,8 @@ import zmq
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES, ProtocolError, decode, encode
 
+_IDEMPOTENT = {"hello", "status", "models", "result", "watch"}
+
 
 class ServerUnavailableError(DawBridgeError):
     """No server answered, or it stopped answering."""
@@ -71,10 +73,25 @@ class Client:
             raise DawBridgeError(f"The server sent an invalid message: {error}") from error
 
     def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Send one request and return its reply; errors become :class:`DawBridgeError`."""
+        """Send one request and return its reply; errors become :class:`DawBridgeError`.
+
+        A request that changes nothing is sent once more on a fresh socket if its
+        reply does not come (ZeroMQ's "lazy pirate" pattern); a submit is never
+        resent, so a job is never created twice.
+        """
+        attempts = 2 if message["type"] in _IDEMPOTENT else 1
+        for attempt in range(attempts):
+            try:
+                return self._request_once(message, (timeout or self.timeout) / attempts)
+            except ServerUnavailableError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _request_once(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         request_id = next(self._ids)
         self._socket.send(encode({**message, "req": request_id}))
-        deadline = time.monotonic() + (timeout or self.timeout)
+        deadline = time.monotonic() + timeout
         while True:
             reply = self._receive(max(0.0, deadline - time.monotonic()))
             if reply.get("req") != request_id:
@@ -136,6 +153,8 @@ class Client:
     ) -> dict[str, Any]:
         """Follow ``job`` until it ends; return its final state (done, failed, cancelled)."""
         state = self.request({"type": "watch", "job": job})
+        # Events that arrived before the watch reply are older than it.
+        self._pending = [e for e in self._pending if e.get("job") != job]
         while True:
             if on_event is not None:
                 on_event(state)
