@@ -206,28 +206,13 @@ def _run_split(args: argparse.Namespace) -> int:
     for name, path in result.stems.items():
         print(f"  {name:10s} {path}")
     print(f"  manifest   {result.manifest}")
-    for kind, path in _stems_to_midi(result, args.midi, args.overwrite).items():
-        print(f"  {kind + ' MIDI':10s} {path}")
+    if args.midi:
+        from daw_bridge.midi.convert import midi_for_stems
+
+        kinds = [kind.strip() for kind in args.midi.split(",") if kind.strip()]
+        for kind, path in midi_for_stems(result.stems, kinds, args.overwrite).items():
+            print(f"  {kind + ' MIDI':10s} {path}")
     return 0
-
-
-def _stems_to_midi(result, kinds: str | None, overwrite: bool) -> dict[str, Path]:
-    if not kinds:
-        return {}
-    from daw_bridge.audio.io import read_span
-    from daw_bridge.midi.convert import KINDS, stem_to_midi
-
-    written = {}
-    for kind in (k.strip() for k in kinds.split(",") if k.strip()):
-        if kind not in KINDS or kind not in result.stems:
-            raise DawBridgeError(
-                f"--midi {kind!r} is not a stem this split made.",
-                f"Use some of: {', '.join(k for k in KINDS if k in result.stems)}.",
-            )
-        span = read_span(result.stems[kind])
-        written[kind] = result.folder / f"{kind}.mid"
-        stem_to_midi(span.samples, span.samplerate, kind, written[kind], overwrite=overwrite)
-    return written
 
 
 def _warn_loudly(text: str) -> None:

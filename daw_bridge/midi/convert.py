@@ -32,3 +32,30 @@ def stem_to_midi(
         notes = melody_notes(samples, samplerate, kind, min_note, pitch_bend)
     write_midi(out, notes, drums=kind == "drums", name=kind, overwrite=overwrite)
     return notes
+
+
+def check_kinds(kinds: list[str], stems: list[str] | None = None) -> None:
+    """Refuse MIDI for stems that cannot be transcribed (or were not made)."""
+    allowed = [k for k in KINDS if stems is None or k in stems]
+    unknown = [kind for kind in kinds if kind not in allowed]
+    if unknown:
+        raise InvalidOptionError(
+            f"MIDI was asked for {', '.join(map(repr, unknown))}, which cannot be transcribed "
+            "from this split.",
+            f"Use some of: {', '.join(allowed)}.",
+        )
+
+
+def midi_for_stems(
+    stems: dict[str, Path], kinds: list[str], overwrite: bool = False
+) -> dict[str, Path]:
+    """``<stem>.mid`` next to each stem WAV named in ``kinds``."""
+    from daw_bridge.audio.io import read_span
+
+    check_kinds(kinds, list(stems))
+    written = {}
+    for kind in kinds:
+        span = read_span(stems[kind])
+        written[kind] = Path(stems[kind]).with_suffix(".mid")
+        stem_to_midi(span.samples, span.samplerate, kind, written[kind], overwrite=overwrite)
+    return written

@@ -14,6 +14,7 @@ from pathlib import Path
 from daw_bridge.audio.io import read_span
 from daw_bridge.errors import CancelledError, DawBridgeError
 from daw_bridge.files import ensure_writable, publish, temporary_sibling
+from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.separation.pipeline import split_span
 from daw_bridge.server.cache import StemCache, cache_key
 from daw_bridge.server.jobs import Job, JobStore
@@ -100,7 +101,7 @@ class Worker(threading.Thread):
         options = request.get("options", {})
         source = request["source"]
         start, duration = source.get("start", 0.0), source.get("duration")
-        _check_midi_kinds(options.get("midi") or [])  # before any inference
+        check_kinds(options.get("midi") or [])  # before any inference
         span = None
         fingerprint = _fingerprint(path, start, duration)
         known = self._spans.get(fingerprint)
@@ -145,7 +146,8 @@ class Worker(threading.Thread):
             entry = self.cache.commit(staging, key)
         files = _deliver(entry, folder, overwrite)
         stems = {p.stem: str(p) for p in files if p.suffix == ".wav"}
-        midi = _midi(stems, options.get("midi") or [], overwrite)
+        midi_files = midi_for_stems(stems, options.get("midi") or [], overwrite)
+        midi = {kind: str(path) for kind, path in midi_files.items()}
         return {
             "midi": midi,
             "folder": str(folder),
@@ -161,35 +163,6 @@ class Worker(threading.Thread):
         self._spans[fingerprint] = known
         while len(self._spans) > _REMEMBERED_SPANS:
             self._spans.pop(next(iter(self._spans)))
-
-
-def _check_midi_kinds(kinds: list) -> None:
-    from daw_bridge.midi.convert import KINDS
-
-    unknown = [kind for kind in kinds if kind not in KINDS]
-    if unknown:
-        raise DawBridgeError(
-            f"MIDI was asked for {', '.join(map(repr, unknown))}, which cannot be transcribed.",
-            f"Use some of: {', '.join(KINDS)}.",
-        )
-
-
-def _midi(stems: dict[str, str], kinds: list, overwrite: bool) -> dict[str, str]:
-    """MIDI files next to the delivered stems, for the kinds asked for."""
-    from daw_bridge.midi.convert import KINDS, stem_to_midi
-
-    written = {}
-    for kind in kinds:
-        if kind not in KINDS or kind not in stems:
-            raise DawBridgeError(
-                f"MIDI was asked for {kind!r}, which is not a stem of this job.",
-                f"Use some of: {', '.join(k for k in KINDS if k in stems)}.",
-            )
-        span = read_span(stems[kind])
-        out = Path(stems[kind]).with_suffix(".mid")
-        stem_to_midi(span.samples, span.samplerate, kind, out, overwrite=overwrite)
-        written[kind] = str(out)
-    return written
 
 
 def _fingerprint(path: Path, start: float, duration: float | None) -> tuple:
