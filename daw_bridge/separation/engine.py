@@ -223,8 +223,7 @@ class DemucsEngine:
     ) -> Iterator[list[tuple[int, int, torch.Tensor]]]:
         """Groups of ``(offset, length, padded chunk)`` sharing one input length."""
         batch: list[tuple[int, int, torch.Tensor]] = []
-        stride = int((1 - self.overlap) * segment_length)
-        for offset in range(0, view.length, stride):
+        for offset in self._offsets(model, view.length):
             chunk_length = min(segment_length, view.length - offset)
             target = self._valid_length(model, chunk_length)
             chunk = view.padded(offset, chunk_length, target)

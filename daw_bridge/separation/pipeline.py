@@ -168,6 +168,8 @@ def _manifest(
     two_stems: str | None,
     elapsed: float,
 ) -> dict:
+    # A two-stem split sums exactly by construction: no_X is the mix minus X.
+    residual = f"no_{two_stems}" if two_stems else (RESIDUAL_STEM if sum_to_input else None)
     return {
         "format": "daw-bridge-stems/1",
         "model": separator.name,
@@ -189,10 +191,8 @@ def _manifest(
         "frames": span.frames,
         "seconds": span.frames / span.samplerate,
         "sample_format": sample_format,
-        "sum_to_input": bool(sum_to_input or two_stems),
-        "residual_stem": (f"no_{two_stems}" if two_stems else RESIDUAL_STEM)
-        if (sum_to_input or two_stems)
-        else None,
+        "sum_to_input": residual is not None,
+        "residual_stem": residual,
         "stems": {name: path.name for name, path in targets.items()},
         "separation_seconds": round(elapsed, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
