@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,13 @@ def save_checkpoint(model, folder: Path, signature: str, half: bool = False) -> 
     folder.mkdir(parents=True, exist_ok=True)
     save_with_checksum(package, folder / f"{signature}.th")
     return next(folder.glob(f"{signature}-*.th"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for servers, or to be refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

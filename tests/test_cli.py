@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -12,16 +11,13 @@ import pytest
 
 from daw_bridge.audio.io import read_span
 from daw_bridge.cli import main
-from tests.conftest import EVAL_SONGS, noise, write_wav
+from tests.conftest import EVAL_SONGS, free_port, noise, write_wav
 
 
 @pytest.fixture(autouse=True)
 def offline(tmp_path, monkeypatch):
     """No weights anywhere and the download URL is a closed local port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", f"http://127.0.0.1:{free_port()}/")
     monkeypatch.setenv("DAW_BRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("DAW_BRIDGE_MODEL_DIR", raising=False)
@@ -147,9 +143,7 @@ def test_client_and_server_commands_end_to_end(tmp_path, song, monkeypatch, caps
     """What the README shows: serve, client split with a status file, status, shutdown."""
     import threading
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     monkeypatch.setenv("DAW_BRIDGE_STATE_DIR", str(tmp_path / "state"))
     server = threading.Thread(target=main, args=(["serve", "--bind", address, "--model", "dsp"],))
     server.start()

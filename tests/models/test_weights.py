@@ -8,7 +8,6 @@ demucs) is exercised without internet. All caches point into ``tmp_path``.
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,7 @@ import yaml
 from daw_bridge.errors import ModelUnavailableError
 from daw_bridge.models.catalog import MODELS, OFFICIAL_BASE_URL, ModelFile, ModelSpec, get_spec
 from daw_bridge.models.weights import resolve_weights
-from tests.conftest import save_checkpoint, tiny_htdemucs
+from tests.conftest import free_port, save_checkpoint, tiny_htdemucs
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 
@@ -130,10 +129,7 @@ def server(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server
 @pytest.fixture
 def unreachable(monkeypatch: pytest.MonkeyPatch) -> str:
     """DAW_BRIDGE_MODEL_URL points at a closed port: any download attempt fails."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{free_port()}/"
     monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", url)
     return url
 

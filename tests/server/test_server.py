@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,13 +21,20 @@ from daw_bridge.audio.io import read_span
 from daw_bridge.client.client import Client, ServerUnavailableError, connect
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import encode
-from tests.conftest import noise, write_wav
+from tests.conftest import free_port, noise, write_wav
 
 
 def free_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+def raw_exchange(address: str, frames: list[bytes], wait_ms: int = 5000) -> dict | None:
+    """Send ``frames`` from a bare DEALER socket; the decoded reply, or None if none came."""
+    with zmq.Context.instance().socket(zmq.DEALER) as raw:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(address)
+        raw.send_multipart(frames)
+        return json.loads(raw.recv()) if raw.poll(wait_ms) else None
 
 
 class ServerProcess:
@@ -174,12 +180,8 @@ def test_missing_weights_fail_the_job_with_the_core_message(client, song, tmp_pa
     ],
 )
 def test_malformed_messages_get_an_error_reply(server, frames):
-    with zmq.Context.instance().socket(zmq.DEALER) as raw:
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(server.address)
-        raw.send_multipart(frames)
-        assert raw.poll(5000), "no reply"
-        reply = json.loads(raw.recv())
+    reply = raw_exchange(server.address, frames)
+    assert reply is not None, "no reply"
     assert reply["type"] == "error" and reply["problem"]
 
 
@@ -200,21 +202,14 @@ def test_malformed_messages_get_an_error_reply(server, frames):
     )
 )
 def test_fuzzed_messages_never_crash_the_server(server, payload):
-    with zmq.Context.instance().socket(zmq.DEALER) as raw:
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(server.address)
-        raw.send(payload)
-        assert raw.poll(5000), "no reply"
-        assert json.loads(raw.recv())["type"] in {"error", "hello", "status", "models", "ok"}
+    reply = raw_exchange(server.address, [payload])
+    assert reply is not None, "no reply"
+    assert reply["type"] in {"error", "hello", "status", "models", "ok"}
     assert server.process.poll() is None
 
 
 def test_oversized_message_is_dropped_and_the_server_keeps_serving(server, client):
-    with zmq.Context.instance().socket(zmq.DEALER) as raw:
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(server.address)
-        raw.send(b"x" * (2 * 2**20))
-        assert not raw.poll(500)
+    assert raw_exchange(server.address, [b"x" * (2 * 2**20)], wait_ms=500) is None
     assert client.hello()["protocol"] == 1 and server.process.poll() is None
 
 
