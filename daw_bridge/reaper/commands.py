@@ -1,0 +1,51 @@
+"""The REAPER subcommands: ``install-reaper`` and the shims' ``reaper run``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    install = commands.add_parser(
+        "install-reaper", help="install the REAPER actions (Scripts folder, action list)"
+    )
+    install.add_argument(
+        "--resource-path",
+        type=Path,
+        help="REAPER's resource folder (Options > Show REAPER resource path); "
+        "default: REAPER's standard folder on this system",
+    )
+    reaper = commands.add_parser("reaper", help="used by the REAPER actions; not for typing")
+    actions = reaper.add_subparsers(dest="reaper_action", required=True)
+    actions.add_parser("run", help="follow a request written by a REAPER action").add_argument(
+        "request", type=Path
+    )
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from daw_bridge.reaper.install import install
+
+    done = install(args.resource_path)
+    print(f"Installed {done.registered} daw-bridge actions into {done.scripts}")
+    print(f"Registered them in {done.keymap}")
+    print(
+        "Restart REAPER (it reads its action list at start), then find them in "
+        "Actions > Show action list by typing 'daw-bridge'."
+    )
+    return 0
+
+
+def run_reaper(args: argparse.Namespace) -> int:
+    import logging
+
+    from daw_bridge.reaper.runner import run
+
+    folder = Path(args.request).parent
+    logging.basicConfig(
+        filename=folder / "log.txt",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        force=True,
+    )
+    return run(args.request)

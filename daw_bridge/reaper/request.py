@@ -1,0 +1,132 @@
+"""What a Lua shim asks for, turned into spans of source files.
+
+The shim only copies REAPER's raw item and take values into a request file;
+this module decides what audio that means. An item plays its take's source from
+``D_STARTOFFS`` (source seconds) for ``D_LENGTH * D_PLAYRATE`` source seconds,
+so that is the span we separate; a stem item at the item's position with the
+same playrate then plays exactly in place of the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daw_bridge.errors import DawBridgeError
+from daw_bridge.reaper import keyvalue
+
+#: REAPER source types we read as files (``GetMediaSourceType``).
+FILE_SOURCES = ("WAVE", "FLAC", "MP3", "VORBIS", "OGG", "AIFF", "OPUS", "WAVPACK")
+_GLUE_FIX = "Glue the item first (Item > Glue items), then split the glued item."
+
+
+@dataclass(frozen=True)
+class ItemSpan:
+    """One selected item: the span of ``path`` to separate and how to place the stems."""
+
+    key: str
+    path: Path
+    start: float
+    duration: float
+    #: ``D_STARTOFFS`` for the stem takes: 0 unless the item starts before its source.
+    take_offset: float
+    job: str = ""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    key: str
+    problem: str
+    fix: str
+
+
+@dataclass
+class Request:
+    """The whole click: settings plus one entry per selected item."""
+
+    settings: dict[str, str]
+    items: list[ItemSpan | Refusal] = field(default_factory=list)
+
+    def setting(self, name: str, default: str = "") -> str:
+        return self.settings.get(name, "").strip() or default
+
+
+def _number(values: dict[str, str], key: str, default: float | None = None) -> float:
+    text = values.get(key, "")
+    try:
+        return float(text)
+    except ValueError:
+        if default is not None and text == "":
+            return default
+        raise DawBridgeError(
+            f"The request from REAPER has no valid number for '{key}' ({text!r}).",
+            "Update the daw-bridge scripts with `daw-bridge install-reaper`.",
+        ) from None
+
+
+def _flag(values: dict[str, str], key: str) -> bool:
+    return values.get(key, "0").strip().lower() in ("1", "true", "yes")
+
+
+def read_request(path: Path) -> Request:
+    values = keyvalue.read(path)
+    settings = {k: v for k, v in values.items() if not k.startswith("item.")}
+    keys = [k for k in values.get("items", "").split(",") if k.strip()]
+    request = Request(settings)
+    for key in keys:
+        fields = {
+            name.removeprefix(f"item.{key}."): value
+            for name, value in values.items()
+            if name.startswith(f"item.{key}.")
+        }
+        request.items.append(plan_item(key.strip(), fields))
+    return request
+
+
+def plan_item(key: str, fields: dict[str, str]) -> ItemSpan | Refusal:
+    """The span one item plays, or why it cannot be split as it is."""
+    kind = fields.get("type", "").upper()
+    file = fields.get("file", "")
+    job = fields.get("job", "")
+    if kind == "MIDI":
+        return Refusal(key, "It is a MIDI item.", "Select audio items to split.")
+    if kind in ("EMPTY", ""):
+        return Refusal(key, "It is an empty item with no audio.", "Select audio items to split.")
+    if _flag(fields, "reversed"):
+        return Refusal(
+            key,
+            "Its take is reversed.",
+            "Un-reverse it (Item properties > Reverse), or glue it (Item > Glue items) "
+            "and split the glued item.",
+        )
+    if kind not in FILE_SOURCES or not file:
+        return Refusal(key, f"Its source is not an audio file (type {kind}).", _GLUE_FIX)
+    length = _number(fields, "length")
+    playrate = _number(fields, "playrate", 1.0)
+    offset = _number(fields, "startoffs", 0.0)
+    if length <= 0 or playrate <= 0:
+        return Refusal(key, "It has zero length or an invalid playrate.", "Check the item.")
+    source_length = _number(fields, "source_length")
+    section_offset = 0.0
+    if _flag(fields, "section"):
+        section_offset = _number(fields, "section_offset", 0.0)
+        section_length = _number(fields, "section_length", 0.0)
+        if section_length > 0:
+            source_length = section_length
+    played = length * playrate
+    end = offset + played
+    if _flag(fields, "loop") and (offset < 0 or end > source_length + 1e-9):
+        return Refusal(key, "The item loops its source.", _GLUE_FIX)
+    # Outside the source REAPER plays silence; we separate only what exists.
+    start = max(0.0, offset)
+    stop = min(end, source_length)
+    if stop <= start:
+        return Refusal(key, "The item plays no part of its source.", "Check the item.")
+    return ItemSpan(
+        key=key,
+        path=Path(file),
+        start=section_offset + start,
+        duration=stop - start,
+        take_offset=offset - start,
+        job=job,
+    )

@@ -1,0 +1,236 @@
+"""The background half of a REAPER action: submit, follow, report.
+
+A Lua shim writes ``request.txt`` into a fresh job folder and starts
+``daw-bridge reaper run <folder>/request.txt`` without waiting. This process
+talks to the server and keeps ``status.txt`` beside the request up to date; the
+shim polls it from ``reaper.defer`` and, when the state is final, inserts the
+stems. The shim asks to cancel by creating ``cancel`` in the same folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from daw_bridge.client.client import Client, ServerUnavailableError, connect
+from daw_bridge.errors import DawBridgeError
+from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES
+from daw_bridge.reaper import keyvalue, stems
+from daw_bridge.reaper.request import ItemSpan, Refusal, Request, read_request
+
+log = logging.getLogger(__name__)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Runner:
+    """Follows one request's jobs and mirrors them into the status file."""
+
+    def __init__(self, request_path: Path) -> None:
+        self.folder = Path(request_path).parent
+        self.request_path = Path(request_path)
+        self.status_path = self.folder / "status.txt"
+        self.cancel_path = self.folder / "cancel"
+        self.status: dict[str, Any] = {"state": "starting"}
+        self.jobs: dict[str, str] = {}  # item key -> job id
+        self.folders: dict[str, Path] = {}  # item key -> the stem folder it claimed
+        self._last_write = 0.0
+
+    # -- status -----------------------------------------------------------------------
+
+    def _write(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if force or now - self._last_write > 0.1:
+            keyvalue.write(self.status_path, self.status)
+            self._last_write = now
+
+    def _fail(self, error: DawBridgeError, state: str = "failed") -> None:
+        self.status.update(state=state, error=error.problem, fix=error.fix or "")
+        self._write()
+
+    def _cancel_requested(self) -> bool:
+        return self.cancel_path.exists()
+
+    # -- work ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        _prune_old_jobs(self.folder.parent, keep=self.folder)
+        try:
+            request = read_request(self.request_path)
+        except (OSError, DawBridgeError) as error:
+            problem = error if isinstance(error, DawBridgeError) else DawBridgeError(str(error))
+            self._fail(problem)
+            return 2
+        self.status["items"] = ",".join(entry.key for entry in request.items)
+        for entry in request.items:
+            self.status[f"item.{entry.key}.state"] = "queued"
+            self.status[f"item.{entry.key}.progress"] = "0"
+            if isinstance(entry, Refusal):
+                self._item_error(entry.key, "refused", entry.problem, entry.fix)
+        spans = [entry for entry in request.items if isinstance(entry, ItemSpan)]
+        if not spans:
+            self._fail(DawBridgeError("Nothing to split.", "Select one or more audio items."))
+            return 2
+        self.status["state"] = "connecting"
+        self._write()
+        try:
+            client = self._connect(request)
+        except DawBridgeError as error:
+            self._fail(error)
+            return 2
+        with client:
+            try:
+                return self._follow(client, request, spans)
+            finally:
+                for folder in self.folders.values():
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only if the job left it empty
+
+    def _connect(self, request: Request) -> Client:
+        address = request.setting("address", DEFAULT_ADDRESS)
+        autostart = request.setting("autostart", "1") in ("1", "true", "yes")
+        try:
+            return connect(
+                address,
+                timeout=float(request.setting("timeout", "30")),
+                autostart=autostart,
+                log_file=self.folder / "server.log",
+            )
+        except ServerUnavailableError as error:
+            if autostart:
+                raise
+            raise DawBridgeError(
+                f"The daw-bridge server is not running (nothing answered at {address}).",
+                "Start it in a terminal with `daw-bridge serve`, or turn on 'Start server "
+                "automatically' in daw-bridge Settings.",
+            ) from error
+
+    def _follow(self, client: Client, request: Request, spans: list[ItemSpan]) -> int:
+        self.status["state"] = "running"
+        try:
+            for entry in spans:
+                self._check_cancel(client)
+                self.jobs[entry.key] = self._submit(client, request, entry)
+                self.status[f"item.{entry.key}.job"] = self.jobs[entry.key]
+            self._write()
+            for entry in spans:
+                self._wait(client, entry)
+        except _Cancelled:
+            self.status.update(state="cancelled", error="Cancelled; nothing was inserted.")
+            self._write()
+            return 1
+        except DawBridgeError as error:
+            self._fail(error)
+            return 2
+        done = [e for e in spans if self.status[f"item.{e.key}.state"] == "done"]
+        self.status["state"] = "done" if done else "failed"
+        if not done:
+            self.status.setdefault("error", "No item could be split.")
+            self.status.setdefault("fix", "See the message for each item.")
+        self._write()
+        return 0 if done else 2
+
+    def _submit(self, client: Client, request: Request, entry: ItemSpan) -> str:
+        options = {
+            "model": request.setting("model") or None,
+            "two_stems": request.setting("two_stems") or None,
+            "preset": request.setting("preset") or None,
+            "midi": [k for k in request.setting("midi").split(",") if k.strip()] or None,
+        }
+        if entry.job:
+            return client.apply(entry.job, options["preset"] or "")
+        out = _fresh_folder(Path(request.setting("out_dir")), entry, request)
+        self.folders[entry.key] = out
+        return client.submit(entry.path, out, entry.start, entry.duration, **options)
+
+    def _check_cancel(self, client: Client) -> None:
+        if self._cancel_requested():
+            for job in self.jobs.values():
+                try:
+                    client.cancel(job)
+                except DawBridgeError:
+                    log.warning("could not cancel job %s", job)
+            raise _Cancelled
+
+    def _wait(self, client: Client, entry: ItemSpan) -> None:
+        key = entry.key
+
+        def on_event(event: dict) -> None:
+            self.status[f"item.{key}.state"] = event["state"]
+            self.status[f"item.{key}.progress"] = f"{float(event.get('progress') or 0):.3f}"
+            self._write(force=event["state"] in FINAL_STATES)
+            self._check_cancel(client)
+
+        final = client.wait(self.jobs[key], on_event)
+        if final["state"] == "cancelled":
+            raise _Cancelled
+        if final["state"] != "done":
+            error = final.get("error") or {}
+            self._item_error(key, "failed", error.get("problem", ""), error.get("fix", ""))
+            return
+        self._record_result(key, entry, final["result"])
+
+    def _item_error(self, key: str, state: str, problem: str, fix: str) -> None:
+        self.status.update(
+            {f"item.{key}.state": state, f"item.{key}.error": problem, f"item.{key}.fix": fix}
+        )
+
+    def _record_result(self, key: str, entry: ItemSpan, result: dict) -> None:
+        chosen = result.get("processed") or result["stems"]
+        names = stems.ordered(list(chosen))
+        self.status[f"item.{key}.offset"] = repr(entry.take_offset)
+        self.status[f"item.{key}.folder"] = result.get("folder", "")
+        self.status[f"item.{key}.stems"] = ",".join(names)
+        self.status[f"item.{key}.label"] = result.get("preset") or ""
+        for name in names:
+            self.status[f"item.{key}.stem.{name}"] = chosen[name]
+            look_label, (r, g, b) = stems.label(name), stems.colour(name)
+            self.status[f"stem.{name}.label"] = look_label
+            self.status[f"stem.{name}.color"] = f"{r},{g},{b}"
+        midi = result.get("midi") or {}
+        self.status[f"item.{key}.midi"] = ",".join(stems.ordered(list(midi)))
+        for kind, path in midi.items():
+            self.status[f"item.{key}.midi.{kind}"] = path
+            self.status[f"stem.{kind}.midi_label"] = f"{stems.label(kind)} MIDI"
+
+
+def _fresh_folder(out_dir: Path, entry: ItemSpan, request: Request) -> Path:
+    """A folder no earlier split used: re-splitting never touches earlier stems."""
+    if not str(out_dir) or not out_dir.is_absolute():
+        raise DawBridgeError(
+            f"The output folder '{out_dir}' is not an absolute path.",
+            "Save the project, or set an output folder in daw-bridge Settings.",
+        )
+    tag = request.setting("preset") or request.setting("model") or "stems"
+    base = f"{entry.path.stem} {entry.start:.3f}-{entry.start + entry.duration:.3f}s {tag}"
+    (out_dir / "daw-bridge").mkdir(parents=True, exist_ok=True)
+    for number in range(1, 10_000):
+        candidate = out_dir / "daw-bridge" / (base if number == 1 else f"{base} ({number})")
+        try:
+            candidate.mkdir()  # claims the name, even against a second item of this request
+        except FileExistsError:
+            continue
+        return candidate
+    raise DawBridgeError(f"Too many earlier splits named '{base}' in {out_dir}.", "Tidy it up.")
+
+
+_KEEP_JOB_FOLDERS_SECONDS = 7 * 24 * 3600
+
+
+def _prune_old_jobs(jobs: Path, keep: Path) -> None:
+    """Job folders hold only requests, statuses and logs; a week is plenty for debugging."""
+    cutoff = time.time() - _KEEP_JOB_FOLDERS_SECONDS
+    for folder in jobs.iterdir():
+        with contextlib.suppress(OSError):
+            if folder != keep and folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder)
+
+
+def run(request_path: Path) -> int:
+    return Runner(request_path).run()

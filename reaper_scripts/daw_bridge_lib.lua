@@ -1,0 +1,604 @@
+-- daw-bridge: the code every daw-bridge action shares.
+--
+-- Deliberately thin. Python (`daw-bridge reaper run`) decides what audio an item
+-- plays, talks to the server and writes a status file; this file only copies
+-- REAPER's item values into a request, starts that process without waiting,
+-- polls its status from reaper.defer (REAPER never blocks) and inserts the
+-- stems in one undo point. Licence: GPL-3.0-or-later.
+
+local M = {}
+
+M.SECTION = "daw-bridge"
+M.DEFAULTS = {
+  address = "tcp://127.0.0.1:5797",
+  model = "",            -- empty: the server's model
+  out_dir = "",          -- empty: the project's media folder
+  autostart = "1",
+  colors = "1",
+  mute_original = "0",
+  midi = "",             -- e.g. "drums,bass"
+  stem_set = "4",        -- what "Split with preset" separates: 4, 2 or 6
+  preset = "",
+}
+local FINAL = { done = true, failed = true, cancelled = true }
+local START_TIMEOUT = 30 -- seconds without any status file before we give up
+
+-- Item and take values a stem item copies so it plays exactly in place of the original.
+local ITEM_FIELDS = {
+  "D_POSITION", "D_LENGTH", "D_VOL", "D_FADEINLEN", "D_FADEOUTLEN", "D_FADEINLEN_AUTO",
+  "D_FADEOUTLEN_AUTO", "C_FADEINSHAPE", "C_FADEOUTSHAPE", "D_FADEINDIR", "D_FADEOUTDIR",
+}
+local TAKE_FIELDS = { "D_PLAYRATE", "B_PPITCH", "D_PITCH", "I_CHANMODE", "D_VOL" }
+
+---------------------------------------------------------------------------------------
+-- Small helpers
+
+local function dir_of(path) return path:match("^(.*[/\\])") or "" end
+
+function M.script_dir()
+  local _, path = reaper.get_action_context()
+  return dir_of(path)
+end
+
+local function separator()
+  return reaper.GetOS():find("Win") and "\\" or "/"
+end
+
+local function message(text)
+  reaper.ShowMessageBox(text, "daw-bridge", 0)
+end
+
+function M.read_keyvalue(path)
+  local file = io.open(path, "rb")
+  if not file then return nil end
+  local values = {}
+  for line in file:lines() do
+    local key, value = line:match("^([^=]+)=(.*)$")
+    if key then values[key] = (value:gsub("\r$", "")) end
+  end
+  file:close()
+  return values
+end
+
+local function write_lines(path, lines)
+  local temporary = path .. ".tmp"
+  local file = assert(io.open(temporary, "wb"))
+  file:write(table.concat(lines, "\n"), "\n")
+  file:close()
+  os.remove(path)
+  assert(os.rename(temporary, path))
+end
+
+local function split_csv(text)
+  local list = {}
+  for part in (text or ""):gmatch("[^,]+") do list[#list + 1] = part end
+  return list
+end
+
+-- One argument for ExecProcess. Double quotes group an argument the same way for
+-- Windows' CreateProcess and for the POSIX word splitting REAPER does elsewhere;
+-- characters that would be special inside them are refused, not half-escaped.
+function M.quote(argument)
+  if argument:find('["$`]') or argument:find("\\$") then
+    error("daw-bridge cannot pass this path to a process safely: " .. argument, 0)
+  end
+  return '"' .. argument .. '"'
+end
+
+---------------------------------------------------------------------------------------
+-- Settings (ExtState) and the install config
+
+function M.settings()
+  local values = {}
+  for key, default in pairs(M.DEFAULTS) do
+    local stored = reaper.GetExtState(M.SECTION, key)
+    values[key] = stored ~= "" and stored or default
+  end
+  return values
+end
+
+function M.save_setting(key, value)
+  reaper.SetExtState(M.SECTION, key, value, true)
+end
+
+local function data_folder()
+  local sep = separator()
+  return table.concat({ reaper.GetResourcePath(), "Data", "daw-bridge" }, sep) .. sep
+end
+
+-- Written by `daw-bridge install-reaper`, so ReaPack and manual installs find it too.
+function M.config()
+  local path = data_folder() .. "daw-bridge.conf"
+  local config = M.read_keyvalue(path)
+  if not config or not config["arg.1"] then
+    message("daw-bridge is not set up for this REAPER.\n\nHow to fix: in a terminal run\n"
+      .. "    daw-bridge install-reaper\nthen run this action again.")
+    return nil
+  end
+  return config
+end
+
+---------------------------------------------------------------------------------------
+-- What is sent: each selected item's take, source and span values, unchanged.
+
+local function snapshot(item, take)
+  local place = { item = {}, take = {} }
+  for _, name in ipairs(ITEM_FIELDS) do place.item[name] = reaper.GetMediaItemInfo_Value(item, name) end
+  for _, name in ipairs(TAKE_FIELDS) do place.take[name] = reaper.GetMediaItemTakeInfo_Value(take, name) end
+  return place
+end
+
+local function describe_source(take, fields)
+  local source = reaper.GetMediaItemTake_Source(take)
+  local kind = reaper.GetMediaSourceType(source)
+  if kind == "SECTION" then
+    local _, offset, length, reversed = reaper.PCM_Source_GetSectionInfo(source)
+    fields.section, fields.section_offset, fields.section_length = "1", offset, length
+    fields.reversed = reversed and "1" or "0"
+    source = reaper.GetMediaSourceParent(source)
+    kind = reaper.GetMediaSourceType(source)
+  end
+  fields.type = kind
+  fields.file = reaper.GetMediaSourceFileName(source)
+  fields.source_length = (reaper.GetMediaSourceLength(source))
+end
+
+local function find_track(guid)
+  for index = 0, reaper.CountTracks(0) - 1 do
+    local track = reaper.GetTrack(0, index)
+    if reaper.GetTrackGUID(track) == guid then return track end
+  end
+  return nil
+end
+
+-- A stem item's folder remembers the track it was split from: new stems go below it.
+local function home_track(track, job)
+  if job == "" then return track end
+  local folder = reaper.GetParentTrack(track)
+  if not folder then return track end
+  local _, guid = reaper.GetSetMediaTrackInfo_String(folder, "P_EXT:daw_bridge_source", "", false)
+  return find_track(guid) or folder
+end
+
+-- Returns the entries to send and the names of items skipped here. Stem items
+-- (made by an earlier split) stand for their job: one entry per job.
+function M.collect_items(mode)
+  local entries, skipped, jobs = {}, {}, {}
+  for index = 0, reaper.CountSelectedMediaItems(0) - 1 do
+    local item = reaper.GetSelectedMediaItem(0, index)
+    local take = reaper.GetActiveTake(item)
+    local position = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+    if not take then
+      skipped[#skipped + 1] = string.format("empty item at %.3f s", position)
+    elseif reaper.TakeIsMIDI(take) then
+      skipped[#skipped + 1] = string.format("MIDI item at %.3f s", position)
+    else
+      local _, name = reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", "", false)
+      local _, job = reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_job", "", false)
+      local _, first_name = reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_name", "", false)
+      if mode ~= "apply" then job = "" end
+      if job ~= "" then name = first_name end
+      local fields = {
+        startoffs = reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS"),
+        length = reaper.GetMediaItemInfo_Value(item, "D_LENGTH"),
+        playrate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE"),
+        loop = reaper.GetMediaItemInfo_Value(item, "B_LOOPSRC"),
+        name = name,
+      }
+      fields.job = job
+      describe_source(take, fields)
+      if job == "" or not jobs[job] then
+        jobs[job] = job ~= ""
+        entries[#entries + 1] = {
+          key = tostring(#entries + 1), item = item, take = take, name = name, job = job,
+          track = home_track(reaper.GetMediaItem_Track(item), job), fields = fields,
+          place = snapshot(item, take),
+        }
+      end
+    end
+  end
+  return entries, skipped
+end
+
+local function number_text(value)
+  if type(value) == "number" then return string.format("%.17g", value) end
+  return tostring(value)
+end
+
+local function request_lines(options, entries)
+  local lines, keys = { "version=1" }, {}
+  for key, value in pairs(options) do lines[#lines + 1] = key .. "=" .. value end
+  for _, entry in ipairs(entries) do
+    keys[#keys + 1] = entry.key
+    for name, value in pairs(entry.fields) do
+      lines[#lines + 1] = "item." .. entry.key .. "." .. name .. "=" .. number_text(value)
+    end
+  end
+  lines[#lines + 1] = "items=" .. table.concat(keys, ",")
+  return lines
+end
+
+---------------------------------------------------------------------------------------
+-- Insertion: one undo point, a folder below each source track, one child per stem.
+
+local function track_guid(track) return reaper.GetTrackGUID(track) end
+
+local function set_name(track, name)
+  reaper.GetSetMediaTrackInfo_String(track, "P_NAME", name, true)
+end
+
+local function color_of(status, stem)
+  local r, g, b = (status["stem." .. stem .. ".color"] or ""):match("(%d+),(%d+),(%d+)")
+  if not r then return nil end
+  return reaper.ColorToNative(tonumber(r), tonumber(g), tonumber(b)) | 0x1000000
+end
+
+-- A folder track right below `source`, named after it, with `children` inside.
+local function create_folder(source, title, children, status, colors)
+  local index = math.floor(reaper.GetMediaTrackInfo_Value(source, "IP_TRACKNUMBER"))
+  local depth = math.floor(reaper.GetMediaTrackInfo_Value(source, "I_FOLDERDEPTH"))
+  reaper.InsertTrackAtIndex(index, false)
+  local folder = reaper.GetTrack(0, index)
+  local _, source_name = reaper.GetTrackName(source)
+  set_name(folder, source_name .. " stems" .. (title ~= "" and (" - " .. title) or ""))
+  reaper.GetSetMediaTrackInfo_String(folder, "P_EXT:daw_bridge_source", track_guid(source), true)
+  reaper.SetMediaTrackInfo_Value(folder, "I_FOLDERDEPTH", 1)
+  local tracks = {}
+  for offset, child in ipairs(children) do
+    reaper.InsertTrackAtIndex(index + offset, false)
+    local track = reaper.GetTrack(0, index + offset)
+    set_name(track, child.label)
+    local color = colors and color_of(status, child.stem)
+    if color then reaper.SetMediaTrackInfo_Value(track, "I_CUSTOMCOLOR", color) end
+    reaper.SetMediaTrackInfo_Value(track, "I_FOLDERDEPTH", 0)
+    tracks[child.id] = track
+    tracks.last = track
+  end
+  -- The folder takes over whatever folders the source track used to close.
+  reaper.SetMediaTrackInfo_Value(tracks.last, "I_FOLDERDEPTH", -1 + math.min(depth, 0))
+  if depth < 0 then reaper.SetMediaTrackInfo_Value(source, "I_FOLDERDEPTH", 0) end
+  return tracks
+end
+
+local function add_item(track, path, entry, offset, label, stem)
+  local item = reaper.AddMediaItemToTrack(track)
+  for name, value in pairs(entry.place.item) do reaper.SetMediaItemInfo_Value(item, name, value) end
+  reaper.SetMediaItemInfo_Value(item, "B_LOOPSRC", 0)
+  local take = reaper.AddTakeToMediaItem(item)
+  reaper.SetMediaItemTake_Source(take, reaper.PCM_Source_CreateFromFile(path))
+  for name, value in pairs(entry.place.take) do reaper.SetMediaItemTakeInfo_Value(take, name, value) end
+  reaper.SetMediaItemTakeInfo_Value(take, "D_STARTOFFS", offset)
+  local base = entry.name ~= "" and (entry.name .. " - ") or ""
+  reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", base .. label, true)
+  reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_job", entry.job_id or "", true)
+  reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_stem", stem, true)
+  reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_name", entry.name, true)
+  return item
+end
+
+-- The children a group of items needs: stems in the server's order, then MIDI.
+local function children_of(status, keys)
+  local list, seen = {}, {}
+  for _, key in ipairs(keys) do
+    for _, stem in ipairs(split_csv(status["item." .. key .. ".stems"])) do
+      if not seen[stem] then
+        seen[stem] = true
+        list[#list + 1] = { id = stem, stem = stem, label = status["stem." .. stem .. ".label"] or stem }
+      end
+    end
+  end
+  for _, key in ipairs(keys) do
+    for _, kind in ipairs(split_csv(status["item." .. key .. ".midi"])) do
+      if not seen["midi:" .. kind] then
+        seen["midi:" .. kind] = true
+        list[#list + 1] = { id = "midi:" .. kind, stem = kind,
+          label = status["stem." .. kind .. ".midi_label"] or (kind .. " MIDI") }
+      end
+    end
+  end
+  return list
+end
+
+-- Inserts every finished item of `job`; the same code serves splits, presets and MIDI.
+function M.insert(job, status)
+  local settings = job.settings
+  local groups, order = {}, {}
+  for _, entry in ipairs(job.entries) do
+    local key = entry.key
+    if status["item." .. key .. ".state"] == "done" and reaper.ValidatePtr2(0, entry.track, "MediaTrack*") then
+      local id = track_guid(entry.track) .. "|" .. (status["item." .. key .. ".label"] or "")
+      if not groups[id] then
+        groups[id] = { track = entry.track, label = status["item." .. key .. ".label"] or "", entries = {} }
+        order[#order + 1] = id
+      end
+      table.insert(groups[id].entries, entry)
+    end
+  end
+  if #order == 0 then return 0 end
+  local inserted = 0
+  reaper.Undo_BeginBlock()
+  reaper.PreventUIRefresh(1)
+  for _, id in ipairs(order) do
+    local group = groups[id]
+    local keys = {}
+    for _, entry in ipairs(group.entries) do keys[#keys + 1] = entry.key end
+    local tracks = create_folder(group.track, group.label, children_of(status, keys), status,
+      settings.colors == "1")
+    for _, entry in ipairs(group.entries) do
+      local key = entry.key
+      local offset = tonumber(status["item." .. key .. ".offset"]) or 0
+      entry.job_id = status["item." .. key .. ".job"]
+      for _, stem in ipairs(split_csv(status["item." .. key .. ".stems"])) do
+        add_item(tracks[stem], status["item." .. key .. ".stem." .. stem], entry, offset,
+          status["stem." .. stem .. ".label"] or stem, stem)
+        inserted = inserted + 1
+      end
+      for _, kind in ipairs(split_csv(status["item." .. key .. ".midi"])) do
+        add_item(tracks["midi:" .. kind], status["item." .. key .. ".midi." .. kind], entry, offset,
+          status["stem." .. kind .. ".midi_label"] or kind, "midi:" .. kind)
+        inserted = inserted + 1
+      end
+      if settings.mute_original == "1" and reaper.ValidatePtr2(0, entry.item, "MediaItem*") then
+        reaper.SetMediaItemInfo_Value(entry.item, "B_MUTE", 1)
+      end
+    end
+  end
+  reaper.PreventUIRefresh(-1)
+  reaper.TrackList_AdjustWindows(false)
+  reaper.UpdateArrange()
+  reaper.Undo_EndBlock("daw-bridge: insert stems", -1)
+  return inserted
+end
+
+---------------------------------------------------------------------------------------
+-- Progress window and the defer loop
+
+local WIDTH, ROW = 420, 22
+
+local function item_problems(job, status)
+  local lines = {}
+  for _, entry in ipairs(job.entries) do
+    local error = status["item." .. entry.key .. ".error"]
+    if error and error ~= "" then
+      local fix = status["item." .. entry.key .. ".fix"] or ""
+      local name = entry.name ~= "" and entry.name or ("item " .. entry.key)
+      lines[#lines + 1] = name .. ": " .. error .. (fix ~= "" and (" " .. fix) or "")
+    end
+  end
+  for _, text in ipairs(job.skipped) do lines[#lines + 1] = "Skipped " .. text .. "." end
+  return lines
+end
+
+local function cancel_button()
+  return WIDTH - 90, 12 + ROW * (#M.job.entries + 1), 80, ROW
+end
+
+local function draw(job, status)
+  gfx.set(0.16, 0.16, 0.18, 1)
+  gfx.rect(0, 0, gfx.w, gfx.h, 1)
+  gfx.set(0.9, 0.9, 0.9, 1)
+  gfx.x, gfx.y = 10, 8
+  local state = status and status.state or "starting"
+  gfx.drawstr(job.cancelling and "Cancelling..." or ("daw-bridge: " .. state))
+  for index, entry in ipairs(job.entries) do
+    local key = entry.key
+    local progress = tonumber(status and status["item." .. key .. ".progress"]) or 0
+    local item_state = status and status["item." .. key .. ".state"] or "queued"
+    local y = 8 + ROW * index
+    gfx.set(0.3, 0.3, 0.34, 1)
+    gfx.rect(10, y, WIDTH - 110, ROW - 4, 1)
+    gfx.set(0.36, 0.7, 0.42, 1)
+    gfx.rect(10, y, math.floor((WIDTH - 110) * progress), ROW - 4, 1)
+    gfx.set(1, 1, 1, 1)
+    gfx.x, gfx.y = 14, y + 2
+    local name = entry.name ~= "" and entry.name or ("item " .. key)
+    gfx.drawstr(string.format("%s: %s %d%%", name, item_state, math.floor(progress * 100 + 0.5)))
+  end
+  local x, y, w, h = cancel_button()
+  gfx.set(0.5, 0.22, 0.22, 1)
+  gfx.rect(x, y, w, h, 1)
+  gfx.set(1, 1, 1, 1)
+  gfx.x, gfx.y = x + 16, y + 3
+  gfx.drawstr("Cancel")
+  gfx.update()
+end
+
+local function clicked_cancel(job)
+  local pressed = gfx.mouse_cap & 1 == 1
+  local was = job.mouse_down
+  job.mouse_down = pressed
+  if not pressed or was then return false end
+  local x, y, w, h = cancel_button()
+  return gfx.mouse_x >= x and gfx.mouse_x <= x + w and gfx.mouse_y >= y and gfx.mouse_y <= y + h
+end
+
+local function request_cancel(job)
+  if job.cancelling then return end
+  job.cancelling = true
+  local file = io.open(job.folder .. "cancel", "wb")
+  if file then file:write("cancel\n") file:close() end
+end
+
+local function finish(job, status)
+  if job.window then gfx.quit() end
+  M.job = nil
+  local problems = item_problems(job, status or {})
+  if not status then
+    message("The daw-bridge client did not start.\n\nHow to fix: run `daw-bridge install-reaper` "
+      .. "in a terminal, then try again. Details may be in " .. job.folder .. "log.txt")
+    return
+  end
+  if status.state == "cancelled" then return end
+  if status.state == "failed" then
+    local text = (status.error or "Splitting failed.")
+    if status.fix and status.fix ~= "" then text = text .. "\n\nHow to fix: " .. status.fix end
+    if #problems > 0 then text = text .. "\n\n" .. table.concat(problems, "\n") end
+    message(text)
+    return
+  end
+  M.insert(job, status)
+  if #problems > 0 then message("Some items were not split:\n\n" .. table.concat(problems, "\n")) end
+end
+
+local function poll()
+  local job = M.job
+  if not job then return end
+  local status = M.read_keyvalue(job.folder .. "status.txt")
+  if job.window then
+    local char = gfx.getchar()
+    if char < 0 then
+      job.window = false -- closed: keep working in the background
+    else
+      if char == 27 or clicked_cancel(job) then request_cancel(job) end
+      draw(job, status)
+    end
+  end
+  if status and FINAL[status.state] then return finish(job, status) end
+  if not status and reaper.time_precise() - job.started > START_TIMEOUT then
+    return finish(job, nil)
+  end
+  reaper.defer(poll)
+end
+
+---------------------------------------------------------------------------------------
+-- Entry point of every split action
+
+-- options: model, two_stems, preset (all optional; settings fill the rest)
+function M.run(options)
+  if M.job then
+    message("daw-bridge is already working on a split; wait for it or cancel it.")
+    return
+  end
+  local config = M.config()
+  if not config then return end
+  local settings = M.settings()
+  local entries, skipped = M.collect_items(options.mode)
+  if #entries == 0 then
+    local why = #skipped > 0 and ("\n\nSkipped: " .. table.concat(skipped, ", ")) or ""
+    message("Select one or more audio items to split." .. why)
+    return
+  end
+  local out_dir = settings.out_dir ~= "" and settings.out_dir or reaper.GetProjectPath()
+  local folder = data_folder() .. "jobs" .. separator()
+    .. os.date("%Y%m%d-%H%M%S") .. "-" .. math.random(100000, 999999) .. separator()
+  reaper.RecursiveCreateDirectory(folder, 0)
+  local request = {
+    address = settings.address,
+    model = options.model or settings.model,
+    two_stems = options.two_stems or "",
+    preset = options.preset or "",
+    out_dir = out_dir,
+    autostart = settings.autostart,
+    midi = settings.midi,
+    mode = options.mode or "split",
+  }
+  local ok, err = pcall(write_lines, folder .. "request.txt", request_lines(request, entries))
+  if not ok then
+    message("daw-bridge could not write its request in " .. folder .. ": " .. tostring(err))
+    return
+  end
+  local command = {}
+  for index = 1, 64 do
+    local argument = config["arg." .. index]
+    if not argument then break end
+    command[#command + 1] = argument
+  end
+  for _, argument in ipairs({ "reaper", "run", folder .. "request.txt" }) do
+    command[#command + 1] = argument
+  end
+  local quoted = {}
+  for index, argument in ipairs(command) do
+    local good, text = pcall(M.quote, argument)
+    if not good then message(text) return end
+    quoted[index] = text
+  end
+  local windows = reaper.GetOS():find("Win") ~= nil
+  reaper.ExecProcess(table.concat(quoted, " "), windows and -2 or -1)
+  M.job = {
+    folder = folder, entries = entries, skipped = skipped, settings = settings,
+    started = reaper.time_precise(), window = true,
+  }
+  gfx.init("daw-bridge", WIDTH, 24 + ROW * (#entries + 2))
+  reaper.defer(poll)
+end
+
+---------------------------------------------------------------------------------------
+-- Presets and settings
+
+-- Preset names are the .toml file names in the folders the installer recorded.
+function M.preset_names(config)
+  local names, seen = {}, {}
+  for folder in (config.presets or ""):gmatch("[^;]+") do
+    local index = 0
+    while true do
+      local file = reaper.EnumerateFiles(folder, index)
+      if not file or file == "" then break end
+      local name = file:match("^(.+)%.toml$")
+      if name and not seen[name] then
+        seen[name] = true
+        names[#names + 1] = name
+      end
+      index = index + 1
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+function M.choose_preset()
+  local config = M.config()
+  if not config then return nil end
+  local names = M.preset_names(config)
+  if #names == 0 then
+    message("No daw-bridge presets were found.\n\nHow to fix: run `daw-bridge install-reaper` "
+      .. "again; `daw-bridge presets list` shows where presets live.")
+    return nil
+  end
+  gfx.init("daw-bridge: choose a preset", 1, 1)
+  gfx.x, gfx.y = gfx.mouse_x, gfx.mouse_y
+  local choice = gfx.showmenu(table.concat(names, "|"))
+  gfx.quit()
+  if not choice or choice <= 0 then return nil end
+  M.save_setting("preset", names[choice])
+  return names[choice]
+end
+
+-- "Split with preset" separates the stem set chosen in Settings.
+function M.stem_set_options(options)
+  local set = M.settings().stem_set
+  if set == "2" then options.two_stems = "vocals" end
+  if set == "6" then options.model = "htdemucs_6s" end
+  return options
+end
+
+local SETTING_FIELDS = {
+  { "address", "Server address" },
+  { "model", "Model (empty: the server's)" },
+  { "out_dir", "Stem folder (empty: project media)" },
+  { "stem_set", "Stems with presets: 4, 2 or 6" },
+  { "autostart", "Start server automatically: 1 or 0" },
+  { "colors", "Colour stem tracks: 1 or 0" },
+  { "mute_original", "Mute the original items: 1 or 0" },
+  { "midi", "MIDI for: drums,bass,vocals (or empty)" },
+}
+
+function M.edit_settings()
+  local settings = M.settings()
+  local captions, values = {}, {}
+  for index, field in ipairs(SETTING_FIELDS) do
+    captions[index] = field[2]
+    values[index] = settings[field[1]]
+  end
+  local ok, answer = reaper.GetUserInputs("daw-bridge settings", #SETTING_FIELDS,
+    table.concat(captions, ",") .. ",separator=|,extrawidth=240", table.concat(values, "|"))
+  if not ok then return false end
+  local index = 0
+  for value in (answer .. "|"):gmatch("([^|]*)|") do
+    index = index + 1
+    local field = SETTING_FIELDS[index]
+    if field then M.save_setting(field[1], (value:gsub("^%s+", ""):gsub("%s+$", ""))) end
+  end
+  return true
+end
+
+return M

@@ -1,0 +1,1 @@
+"""Test harness for the ReaScript (Lua) shims: a fake REAPER driven through lupa."""

@@ -1,0 +1,92 @@
+"""``daw-bridge install-reaper`` into a resource folder, and the ReaPack index."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from daw_bridge.cli import main
+from daw_bridge.reaper import keyvalue
+from daw_bridge.reaper.actions import ACTIONS, LIBRARY, scripts_folder
+from daw_bridge.reaper.install import install
+from daw_bridge.reaper.reapack import render_index
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_install_into_an_empty_resource_folder(tmp_path: Path, capsys) -> None:
+    assert main(["install-reaper", "--resource-path", str(tmp_path)]) == 0
+    scripts = tmp_path / "Scripts" / "daw-bridge"
+    for name in [LIBRARY, *(action.file for action in ACTIONS)]:
+        assert (scripts / name).read_bytes() == (scripts_folder() / name).read_bytes()
+    config = keyvalue.read(tmp_path / "Data" / "daw-bridge" / "daw-bridge.conf")
+    assert Path(config["arg.1"]).is_absolute() and Path(config["arg.1"]).exists()
+    assert [config["arg.2"], config["arg.3"]] == ["-m", "daw_bridge"]
+    assert any(
+        Path(p).is_dir() and list(Path(p).glob("*.toml")) for p in config["presets"].split(";")
+    )
+    lines = (tmp_path / "reaper-kb.ini").read_text().splitlines()
+    assert len(lines) == len(ACTIONS)
+    for action, line in zip(ACTIONS, lines, strict=True):
+        match = re.fullmatch(
+            r'SCR 4 0 (RS[0-9a-f]{40}) "Custom: daw-bridge: ([^"]+)" "([^"]+)"', line
+        )
+        assert match, line
+        assert match.group(1) == action.command_id
+        assert (tmp_path / "Scripts" / match.group(3)).is_file()
+    assert "Restart REAPER" in capsys.readouterr().out
+
+
+def test_reinstalling_keeps_one_registration_each_and_the_users_own_lines(tmp_path: Path) -> None:
+    keymap = tmp_path / "reaper-kb.ini"
+    mine = ["KEY 1 65 _RSabc 0 # Main : A", 'SCR 4 0 RSabc "Custom: mine.lua" "mine.lua"']
+    keymap.write_text("\n".join(mine) + "\n", encoding="utf-8")
+    install(tmp_path)
+    first = keymap.read_text()
+    install(tmp_path)
+    assert keymap.read_text() == first
+    lines = first.splitlines()
+    assert lines[:2] == mine
+    assert len(lines) == 2 + len(ACTIONS)
+    assert (tmp_path / "reaper-kb.ini.before-daw-bridge").read_text().splitlines() == mine
+
+
+def test_without_a_resource_path_a_missing_reaper_folder_is_explained(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("APPDATA", str(tmp_path / "appdata"))
+    assert main(["install-reaper"]) == 2
+    error = capsys.readouterr().err
+    assert "No REAPER resource folder" in error and "--resource-path" in error
+
+
+def test_command_ids_are_stable_and_distinct() -> None:
+    ids = [action.command_id for action in ACTIONS]
+    assert len(set(ids)) == len(ids)
+    assert ids[0] == ACTIONS[0].command_id  # derived from the file name only
+
+
+def test_the_committed_reapack_index_is_current_and_lists_every_script() -> None:
+    committed = (REPO / "reaper_scripts" / "index.xml").read_text(encoding="utf-8")
+    assert committed == render_index(), (
+        "Regenerate: python -m daw_bridge.reaper.reapack > reaper_scripts/index.xml"
+    )
+    index = ElementTree.fromstring(committed.encode())
+    sources = index.findall("./category/reapack/version/source")
+    files = {source.get("file"): source.get("main") for source in sources}
+    assert files == {**{a.file: "main" for a in ACTIONS}, LIBRARY: None}
+    for source in sources:
+        assert (REPO / "reaper_scripts" / source.get("file")).is_file()
+
+
+@pytest.mark.parametrize("action", ACTIONS, ids=lambda a: a.file)
+def test_every_action_is_a_thin_script_over_the_library(action) -> None:
+    text = (scripts_folder() / action.file).read_text(encoding="utf-8")
+    assert LIBRARY in text
+    code = [line for line in text.splitlines() if line.strip() and not line.startswith("--")]
+    assert len(code) <= 6
