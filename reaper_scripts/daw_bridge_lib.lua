@@ -40,8 +40,9 @@ function M.script_dir()
   return dir_of(path)
 end
 
+-- The resource path's own separator: right on every system REAPER runs on.
 local function separator()
-  return reaper.GetOS():find("Win") and "\\" or "/"
+  return reaper.GetResourcePath():find("\\", 1, true) and "\\" or "/"
 end
 
 local function message(text)

@@ -23,6 +23,9 @@ from daw_bridge.reaper import keyvalue, stems
 from daw_bridge.reaper.request import ItemSpan, Refusal, Request, read_request
 
 log = logging.getLogger(__name__)
+#: The server sends job events at least every second; silence this long means trouble.
+_EVENT_TIMEOUT = 30.0
+_HELLO_TIMEOUT = 3.0
 
 
 class _Cancelled(Exception):
@@ -94,22 +97,23 @@ class Runner:
 
     def _connect(self, request: Request) -> Client:
         address = request.setting("address", DEFAULT_ADDRESS)
-        autostart = request.setting("autostart", "1") in ("1", "true", "yes")
+        if request.setting("autostart", "1") in ("1", "true", "yes"):
+            return connect(address, _EVENT_TIMEOUT, autostart=True, log_file=self._server_log())
+        client = Client(address, _EVENT_TIMEOUT)
         try:
-            return connect(
-                address,
-                timeout=float(request.setting("timeout", "30")),
-                autostart=autostart,
-                log_file=self.folder / "server.log",
-            )
+            client.hello(timeout=_HELLO_TIMEOUT)  # a local server answers in milliseconds
         except ServerUnavailableError as error:
-            if autostart:
-                raise
+            client.close()
             raise DawBridgeError(
                 f"The daw-bridge server is not running (nothing answered at {address}).",
                 "Start it in a terminal with `daw-bridge serve`, or turn on 'Start server "
                 "automatically' in daw-bridge Settings.",
             ) from error
+        return client
+
+    def _server_log(self) -> Path:
+        """Beside the job folders: a started server outlives this job's folder."""
+        return self.folder.parent.parent / "server.log"
 
     def _follow(self, client: Client, request: Request, spans: list[ItemSpan]) -> int:
         self.status["state"] = "running"

@@ -101,7 +101,7 @@ def test_server_down_without_autostart_fails_clearly(source, tmp_path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     request = write_request(
         tmp_path / "job",
-        {"address": address, "out_dir": tmp_path / "media", "autostart": 0, "timeout": 1},
+        {"address": address, "out_dir": tmp_path / "media", "autostart": 0},
         {"1": audio_item(source, 0.0, 1.0)},
     )
     assert main(["reaper", "run", str(request)]) == 2

@@ -177,7 +177,6 @@ def test_a_reversed_take_is_refused_and_the_other_items_are_split(reaper, server
 
 def test_server_down_gives_a_clear_message_and_inserts_nothing(reaper, source) -> None:
     configure(reaper, f"tcp://127.0.0.1:{free_port()}")
-    reaper.ext_state[("daw-bridge", "timeout")] = "1"
     track = reaper.add_track("T")
     reaper.select_items(reaper.add_audio_item(track, source, 0.0, 1.0))
     run_action(reaper, SPLIT)
@@ -308,3 +307,18 @@ def test_apply_preset_to_stems_reprocesses_without_separating_again(reaper, serv
     # Processed from the first split's raw stems, in a subfolder beside them.
     assert new_file.parent.name == "lofi-drums" and new_file.parent.parent == old_file.parent
     assert not np.array_equal(read_span(new_file).samples, read_span(old_file).samples)
+
+
+@pytest.mark.parametrize(("os_name", "timeout"), [("Win64", -2), ("OSX64", -1), ("Other", -1)])
+def test_the_client_starts_in_the_background_without_a_console_window(
+    tmp_path, server, source, os_name: str, timeout: int
+) -> None:
+    with FakeReaper(tmp_path, os_name=os_name) as reaper:
+        install(reaper.resource_path)
+        configure(reaper, server.address)
+        track = reaper.add_track("T")
+        reaper.select_items(reaper.add_audio_item(track, source, 0.0, 0.5))
+        run_action(reaper, SPLIT)
+        (call,) = reaper.exec_calls
+        assert call.timeoutmsec == timeout  # -1: no wait; -2: no wait, minimized
+        assert len(reaper.find_track("Vocals").items) == 1
