@@ -161,6 +161,12 @@ local function home_track(track, job)
   return find_track(guid) or folder
 end
 
+-- The project tempo where an item starts, so its MIDI can be written at it.
+local function quarter_notes_per_minute(position)
+  local qn = reaper.TimeMap2_timeToQN(0, position)
+  return 60 / (reaper.TimeMap2_QNToTime(0, qn + 1) - reaper.TimeMap2_QNToTime(0, qn))
+end
+
 -- Returns the entries to send and the names of items skipped here. Stem items
 -- (made by an earlier split) stand for their job: one entry per job.
 function M.collect_items(mode)
@@ -185,6 +191,7 @@ function M.collect_items(mode)
         playrate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE"),
         loop = reaper.GetMediaItemInfo_Value(item, "B_LOOPSRC"),
         name = name,
+        bpm = quarter_notes_per_minute(position),
       }
       fields.job = job
       describe_source(take, fields)

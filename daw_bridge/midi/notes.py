@@ -74,6 +74,27 @@ def write_midi(
     return Path(path)
 
 
+def retime_midi(path: Path, bpm: float) -> None:
+    """Rewrite ``path`` at ``bpm`` with every event at the same second.
+
+    A DAW that places MIDI by beats at its own tempo (REAPER does for MIDI
+    items) then still lines the notes up with the audio, as long as the
+    project keeps one tempo over the item.
+    """
+    midi = mido.MidiFile(str(path))
+    scale = bpm / (60_000_000 / TEMPO_US_PER_BEAT)
+    for track in midi.tracks:
+        now_old = now_new = 0
+        for message in track:
+            now_old += message.time
+            target = round(now_old * scale)
+            message.time, now_new = target - now_new, target
+            if message.type == "set_tempo":
+                message.tempo = mido.bpm2tempo(bpm)
+    with atomic_output(Path(path), overwrite=True) as temporary:
+        midi.save(str(temporary))
+
+
 def read_notes(path: Path) -> list[Note]:
     """Notes of a file written by :func:`write_midi`, in seconds (for tests and tools)."""
     midi = mido.MidiFile(str(path))

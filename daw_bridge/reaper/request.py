@@ -31,6 +31,8 @@ class ItemSpan:
     #: ``D_STARTOFFS`` for the stem takes: 0 unless the item starts before its source.
     take_offset: float
     job: str = ""
+    #: Project tempo (quarter notes per minute) where the item starts; 0 if unknown.
+    bpm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -129,4 +131,5 @@ def plan_item(key: str, fields: dict[str, str]) -> ItemSpan | Refusal:
         duration=stop - start,
         take_offset=offset - start,
         job=job,
+        bpm=_number(fields, "bpm", 0.0),
     )

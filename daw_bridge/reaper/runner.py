@@ -18,6 +18,7 @@ from typing import Any
 
 from daw_bridge.client.client import Client, ServerUnavailableError, connect
 from daw_bridge.errors import DawBridgeError
+from daw_bridge.midi.notes import retime_midi
 from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES
 from daw_bridge.reaper import keyvalue, stems
 from daw_bridge.reaper.request import ItemSpan, Refusal, Request, read_request
@@ -200,6 +201,8 @@ class Runner:
         midi = result.get("midi") or {}
         self.status[f"item.{key}.midi"] = ",".join(stems.ordered(list(midi)))
         for kind, path in midi.items():
+            if entry.bpm > 0:
+                retime_midi(Path(path), entry.bpm)  # REAPER places MIDI by beats
             self.status[f"item.{key}.midi.{kind}"] = path
             self.status[f"stem.{kind}.midi_label"] = f"{stems.label(kind)} MIDI"
 

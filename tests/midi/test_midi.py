@@ -135,3 +135,19 @@ def test_pitch_bend_follows_a_glide_only_when_asked(tmp_path):
 
     wheel = [m for m in mido.MidiFile(str(tmp_path / "bent.mid")) if m.type == "pitchwheel"]
     assert wheel and wheel[-1].pitch == 0  # reset after the last note
+
+
+def test_retiming_to_a_project_tempo_keeps_every_note_at_its_second(tmp_path) -> None:
+    import mido
+
+    from daw_bridge.midi.notes import retime_midi
+
+    notes = [Note(0.1, 0.3, 60, 100), Note(1.234, 2.0, 64, 90), Note(7.5, 7.6, 67, 80)]
+    path = write_midi(tmp_path / "a.mid", notes, drums=False, name="bass")
+    retime_midi(path, 93.0)
+    tempo = next(m.tempo for m in mido.MidiFile(path).tracks[0] if m.type == "set_tempo")
+    assert mido.tempo2bpm(tempo) == pytest.approx(93.0, abs=1e-3)
+    for before, after in zip(notes, read_notes(path), strict=True):
+        assert after.pitch == before.pitch and after.velocity == before.velocity
+        assert after.start == pytest.approx(before.start, abs=1e-3)
+        assert after.end == pytest.approx(before.end, abs=1e-3)

@@ -436,6 +436,7 @@ class Project:
         self.record_path = record_path
         self.file = file
         self.cursor = 0.0
+        self.bpm = 120.0  # one tempo, no tempo markers
         self.dirty = False
         self.deleted = False
 
@@ -2025,6 +2026,20 @@ class FakeReaper:
     @api("reaper.GetAppVersion")
     def _GetAppVersion(self) -> str:
         return self.app_version
+
+    # The fake's project has one tempo, in quarter notes per minute, and no tempo markers.
+
+    @api("reaper.Master_GetTempo")
+    def _Master_GetTempo(self) -> float:
+        return self.project.bpm
+
+    @api("reaper.TimeMap2_timeToQN")
+    def _TimeMap2_timeToQN(self, proj: Any, tpos: float) -> float:
+        return float(tpos) * self.project.bpm / 60.0
+
+    @api("reaper.TimeMap2_QNToTime")
+    def _TimeMap2_QNToTime(self, proj: Any, qn: float) -> float:
+        return float(qn) * 60.0 / self.project.bpm
 
     @api("reaper.APIExists")
     def _APIExists(self, name: str) -> bool:

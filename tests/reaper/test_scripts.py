@@ -14,6 +14,7 @@ import shlex
 import time
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 
@@ -213,6 +214,7 @@ def test_the_progress_window_shows_each_item(reaper, server, source) -> None:
 
 def test_midi_for_stems_lands_on_tracks_below_the_stems(reaper, server, source) -> None:
     configure(reaper, server.address, midi="drums,bass")
+    reaper.project.bpm = 93.0
     track = reaper.add_track("Song")
     original = reaper.add_audio_item(track, source, 2.0, 3.0, startoffs=0.5)
     reaper.select_items(original)
@@ -221,7 +223,11 @@ def test_midi_for_stems_lands_on_tracks_below_the_stems(reaper, server, source) 
     (drums_midi,) = reaper.find_track("Drums MIDI").items
     assert drums_midi.position == 2.0 and drums_midi.length == 3.0
     assert drums_midi.active_take.source.type == "MIDI"
-    assert drums_midi.active_take.source.filename.endswith(".mid")
+    midi_file = Path(drums_midi.active_take.source.filename)
+    assert midi_file.suffix == ".mid"
+    # Written at the project's tempo, so notes placed by beats still line up with the audio.
+    tempi = [m.tempo for m in mido.MidiFile(midi_file).tracks[0] if m.type == "set_tempo"]
+    assert [round(mido.tempo2bpm(t), 3) for t in tempi] == [93.0]
 
 
 def test_settings_are_kept_with_ext_state(reaper) -> None:
