@@ -66,6 +66,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_preset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="also apply this effect preset to the stems (see `daw-bridge presets list`, "
+        "or a .toml file); processed stems go to a subfolder named after it",
+    )
+    parser.add_argument(
+        "--tail",
+        choices=("cut", "extend"),
+        help="effect tails: cut at the stem's end, or extend the stem (default: the preset's)",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from daw_bridge.audio.formats import SAMPLE_FORMATS
 
@@ -101,6 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     split.add_argument(
         "--midi", metavar="KINDS", help="also write MIDI for these stems, e.g. drums,bass,vocals"
     )
+    _add_preset_options(split)
     split.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_options(split)
 
@@ -123,6 +138,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "--pitch-bend", action="store_true", help="bass/vocals: follow glides and vibrato"
     )
 
+    presets = commands.add_parser("presets", help="effect presets for stems: list, show, validate")
+    presets_actions = presets.add_subparsers(dest="presets_action", required=True)
+    presets_actions.add_parser("list", help="built-in and your own presets")
+    presets_actions.add_parser("show", help="print a preset's file").add_argument(
+        "preset", help="a preset name or a .toml file"
+    )
+    presets_actions.add_parser("validate", help="check preset files").add_argument(
+        "preset", nargs="+", help="preset names or .toml files"
+    )
+
     serve = commands.add_parser("serve", help="run the resident inference server")
     serve.add_argument("--bind", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")
     serve.add_argument("--model", default="htdemucs", help="model kept warm (default htdemucs)")
@@ -142,6 +167,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="unload least recently used models above this memory use (default 8192)",
     )
 
+    from daw_bridge.reaper.commands import add_commands as add_reaper_commands
+
+    add_reaper_commands(commands)
     client = commands.add_parser("client", help="talk to a running server")
     client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")
     client.add_argument("--timeout", type=float, default=10.0, help="seconds of silence = dead")
@@ -156,6 +184,7 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--format", choices=SAMPLE_FORMATS)
     submit.add_argument("--overwrite", action="store_true")
     submit.add_argument("--midi", metavar="KINDS", help="also MIDI for e.g. drums,bass,vocals")
+    _add_preset_options(submit)
     submit.add_argument("--status-file", type=Path, help="keep key=value progress in this file")
     submit.add_argument("--autostart", action="store_true", help="start a server if none runs")
     submit.add_argument("--server-log", type=Path, help="log file of an autostarted server")
@@ -164,6 +193,14 @@ def _build_parser() -> argparse.ArgumentParser:
         actions.add_parser(name)
     for name in ("cancel", "result"):
         actions.add_parser(name).add_argument("job")
+    apply = actions.add_parser(
+        "apply", help="re-apply an effect preset to a finished job's raw stems (no separation)"
+    )
+    apply.add_argument("job", help="id of a finished split (or apply) job")
+    apply.add_argument("--preset", required=True, metavar="NAME", help="preset name or .toml")
+    apply.add_argument("--tail", choices=("cut", "extend"), help="default: the preset's")
+    apply.add_argument("--status-file", type=Path, help="keep key=value progress in this file")
+    apply.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
 
 
@@ -187,6 +224,13 @@ def _run_split(args: argparse.Namespace) -> int:
     from daw_bridge.separation.pipeline import split_file
 
     check_span(args.input, args.start, args.duration)  # before any download or model load
+    preset = None
+    if args.preset:
+        from daw_bridge.presets.apply import check_tail
+        from daw_bridge.presets.library import load as load_preset
+
+        preset = load_preset(args.preset)
+        check_tail(args.tail)
     separator = _load(args)
     bar, update = _progress_bar(args.quiet, f"Splitting with {separator.name}")
     with bar:
@@ -212,6 +256,14 @@ def _run_split(args: argparse.Namespace) -> int:
         kinds = [kind.strip() for kind in args.midi.split(",") if kind.strip()]
         for kind, path in midi_for_stems(result.stems, kinds, args.overwrite).items():
             print(f"  {kind + ' MIDI':10s} {path}")
+    if preset is not None:
+        from daw_bridge.presets.apply import apply_preset, processed_folder
+
+        folder = processed_folder(result.folder, preset)
+        processed = apply_preset(preset, result.stems, folder, tail=args.tail)
+        print(f"Preset {preset.name} applied, in {folder}:")
+        for name, path in processed.items():
+            print(f"  {name:10s} {path}")
     return 0
 
 
@@ -316,7 +368,7 @@ def _run_client(args: argparse.Namespace) -> int:
     from daw_bridge.client.client import connect
     from daw_bridge.client.status_file import write_status
 
-    if args.action != "split":
+    if args.action not in ("split", "apply"):
         client = connect(args.server, args.timeout)
         if args.action == "shutdown":
             client.shutdown()
@@ -328,8 +380,6 @@ def _run_client(args: argparse.Namespace) -> int:
             reply = getattr(client, args.action)()
         print(json.dumps(reply, indent=2))
         return 0
-    out = args.out or Path("separated") / args.input.stem
-    client = connect(args.server, args.timeout, args.autostart, args.server_log)
 
     shown: list[str] = []
 
@@ -341,17 +391,25 @@ def _run_client(args: argparse.Namespace) -> int:
             shown.append(line)
             print(line, flush=True)
 
-    job = client.submit(
-        args.input,
-        out,
-        args.start,
-        args.duration,
-        model=args.model,
-        two_stems=args.two_stems,
-        format=args.format,
-        overwrite=args.overwrite or None,
-        midi=[k.strip() for k in args.midi.split(",") if k.strip()] if args.midi else None,
-    )
+    if args.action == "apply":
+        client = connect(args.server, args.timeout)
+        job = client.apply(args.job, args.preset, tail=args.tail)
+    else:
+        out = args.out or Path("separated") / args.input.stem
+        client = connect(args.server, args.timeout, args.autostart, args.server_log)
+        job = client.submit(
+            args.input,
+            out,
+            args.start,
+            args.duration,
+            model=args.model,
+            two_stems=args.two_stems,
+            format=args.format,
+            overwrite=args.overwrite or None,
+            midi=[k.strip() for k in args.midi.split(",") if k.strip()] if args.midi else None,
+            preset=args.preset,
+            tail=args.tail,
+        )
     if not args.quiet:
         print(f"job {job}", flush=True)
     try:
@@ -368,7 +426,43 @@ def _run_client(args: argparse.Namespace) -> int:
         print(f"  {name:10s} {path}")
     for kind, path in final["result"].get("midi", {}).items():
         print(f"  {kind + ' MIDI':10s} {path}")
+    for name, path in final["result"].get("processed", {}).items():
+        print(f"  {name + ' (' + final['result']['preset'] + ')':10s} {path}")
     return 0
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    from daw_bridge.presets import library
+
+    if args.presets_action == "list":
+        for entry in library.available():
+            try:
+                description = library.load(entry.name).description
+            except DawBridgeError:
+                description = f"(invalid: see `daw-bridge presets validate {entry.name}`)"
+            print(f"{entry.name:18s} {entry.origin:8s} {description}")
+        print(f"Your own presets go in {library.user_dir()} (or pass a .toml file's path).")
+        return 0
+    if args.presets_action == "show":
+        path = library.find(args.preset)
+        library.load(args.preset)  # an invalid preset is reported, not shown as usable
+        print(f"# {path}")
+        print(path.read_text(encoding="utf-8"), end="")
+        return 0
+    failed = 0
+    for reference in args.preset:
+        try:
+            preset = library.load(reference)
+        except DawBridgeError as error:
+            failed += 1
+            print(f"daw-bridge: error: {error.problem}", file=sys.stderr)
+            if error.fix:
+                print(f"How to fix: {error.fix}", file=sys.stderr)
+            continue
+        external = len(preset.external_plugins)
+        note = f"; {external} VST3/AU plugin(s), checked when applied" if external else ""
+        print(f"OK {reference}: preset {preset.name!r}, stems {', '.join(preset.stems)}{note}")
+    return EXIT_USER_ERROR if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -377,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="daw-bridge: %(levelname)s: %(message)s",
     )
+    from daw_bridge.reaper import commands as reaper_commands
+
     runners = {
         "split": _run_split,
         "demo": _run_demo,
@@ -384,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "midi": _run_midi,
         "serve": _run_serve,
         "client": _run_client,
+        "presets": _run_presets,
+        "install-reaper": reaper_commands.run_install,
+        "reaper": reaper_commands.run_reaper,
     }
     try:
         return runners[args.command](args)

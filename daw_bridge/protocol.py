@@ -28,7 +28,11 @@ REQUESTS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "result": {"job": str},
     "watch": {"job": str},
     "shutdown": {},
+    # Re-apply an effect preset to a finished job's raw stems: a new job, no separation.
+    "apply": {"job": str, "preset": str},
 }
+#: Optional fields of an "apply" request.
+APPLY_OPTIONS: dict[str, type | tuple[type, ...]] = {"tail": str}
 #: Optional submit options and their types.
 SUBMIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "model": str,
@@ -38,6 +42,8 @@ SUBMIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "shifts": int,
     "overwrite": bool,
     "midi": list,
+    "preset": str,  # a preset name or an absolute path to a .toml file
+    "tail": str,  # "cut" or "extend": overrides the preset's own
 }
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -85,6 +91,8 @@ def validate_request(message: dict[str, Any]) -> dict[str, Any]:
             "update daw-bridge so client and server match"
         )
     _check_fields(kind, message, REQUESTS[kind], required=True)
+    if kind == "apply":
+        _check_fields(kind, message, APPLY_OPTIONS, required=False)
     if kind == "submit":
         source = message["source"]
         if ("path" in source) == ("data" in source):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +77,34 @@ def write_wav(
 def noise(channels: int = 2, seconds: float = 1.0, samplerate: int = 44100, seed: int = 0):
     rng = np.random.default_rng(seed)
     return (0.1 * rng.standard_normal((channels, int(seconds * samplerate)))).astype(np.float32)
+
+
+def free_address() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+class ServerProcess:
+    """A real ``daw-bridge serve`` on a free port, with its own state, cache and preset folders."""
+
+    def __init__(self, model: Path, state: Path, *extra: str) -> None:
+        self.address = free_address()
+        self.log = state / "server.log"
+        state.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "DAW_BRIDGE_STATE_DIR": str(state),
+            "DAW_BRIDGE_CACHE_DIR": str(state / "w"),
+            "DAW_BRIDGE_PRESET_DIR": str(state / "presets"),
+        }
+        command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", self.address]
+        command += ["--model", str(model), "--device", "cpu", *extra]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        from daw_bridge.client.client import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.hello()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()

@@ -163,3 +163,65 @@ def test_client_and_server_commands_end_to_end(tmp_path, song, monkeypatch, caps
         main(["client", "--server", address, "shutdown"])
         server.join(30)
     assert not server.is_alive()
+
+
+def test_presets_list_show_and_validate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DAW_BRIDGE_PRESET_DIR", str(tmp_path / "mine"))
+    assert main(["presets", "list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("clean-vocals", "lofi-drums", "sub-bass", "acapella", "karaoke"):
+        assert name in listed
+    assert str(tmp_path / "mine") in listed
+    assert main(["presets", "show", "karaoke"]) == 0
+    shown = capsys.readouterr().out
+    assert 'name = "karaoke"' in shown and "karaoke.toml" in shown.splitlines()[0]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[stems.vox]\nmute = true\n')
+    assert main(["presets", "validate", "acapella", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert "OK acapella" in captured.out
+    assert f"{bad}: stems.vox: 'vox' is not a stem" in captured.err and "no_vocals" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_split_with_a_preset_writes_processed_stems_in_a_subfolder(tmp_path, song, capsys):
+    out = tmp_path / "out"
+    argv = ["split", str(song), "--model", "dsp", "--out", str(out), "-q"]
+    assert main([*argv, "--preset", "instrumental"]) == 0
+    folder = out / "dsp" / "My Song"
+    assert not read_span(folder / "instrumental" / "vocals.wav").samples.any()
+    np.testing.assert_array_equal(
+        read_span(folder / "instrumental" / "drums.wav").samples,
+        read_span(folder / "drums.wav").samples,
+    )
+    assert str(folder / "instrumental" / "vocals.wav") in capsys.readouterr().out
+    # An unknown preset is refused before any separation.
+    assert "no preset named" in run_error(capsys, [*argv, "--preset", "nope", "--overwrite"])
+
+
+def test_client_split_with_a_preset_then_apply_another(tmp_path, song, monkeypatch, capsys):
+    import threading
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("DAW_BRIDGE_STATE_DIR", str(tmp_path / "state"))
+    server = threading.Thread(target=main, args=(["serve", "--bind", address, "--model", "dsp"],))
+    server.start()
+    try:
+        client = ["client", "--server", address, "--timeout", "30"]
+        out = tmp_path / "Stems"
+        assert main([*client, "split", str(song), "--out", str(out), "--preset", "karaoke"]) == 0
+        printed = capsys.readouterr().out
+        job = next(line.split()[1] for line in printed.splitlines() if line.startswith("job "))
+        assert str(out / "karaoke" / "vocals.wav") in printed
+        status = tmp_path / "status.txt"
+        argv = [*client, "apply", job, "--preset", "acapella", "--status-file", str(status), "-q"]
+        assert main(argv) == 0
+        lines = status.read_text().splitlines()
+        assert "state=done" in lines and "preset=acapella" in lines
+        assert f"processed.vocals={out / 'acapella' / 'vocals.wav'}" in lines
+        assert f"stem.vocals={out / 'vocals.wav'}" in lines
+        assert "no preset named" in run_error(capsys, [*client, "apply", job, "--preset", "x"])
+    finally:
+        main(["client", "--server", address, "shutdown"])
+        server.join(30)
+    assert not server.is_alive()

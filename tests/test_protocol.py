@@ -73,3 +73,16 @@ def test_midi_option_is_a_list_of_names():
     ok["options"] = {"midi": [1]}
     with pytest.raises(ProtocolError, match="midi"):
         validate_request(request(**ok))
+
+
+def test_apply_names_a_job_and_a_preset_with_an_optional_tail():
+    validate_request(request(type="apply", job="abc", preset="karaoke"))
+    validate_request(request(type="apply", job="abc", preset="/p/mine.toml", tail="extend"))
+    ok = {"type": "submit", "source": {"path": "a"}, "out_dir": "o"}
+    validate_request(request(**ok, options={"preset": "karaoke", "tail": "cut"}))
+    with pytest.raises(ProtocolError, match="needs the field 'preset'"):
+        validate_request(request(type="apply", job="abc"))
+    with pytest.raises(ProtocolError, match="wrong type"):
+        validate_request(request(type="apply", job="abc", preset="k", tail=1))
+    with pytest.raises(ProtocolError, match="wrong type"):
+        validate_request(request(**ok, options={"preset": ["karaoke"]}))

@@ -131,12 +131,26 @@ class Client:
         return self._submit(source, out_dir, options)
 
     def _submit(self, source: dict[str, Any], out_dir: str | Path, options: dict[str, Any]) -> str:
+        if options.get("preset") is not None:
+            options = {**options, "preset": preset_reference(options["preset"])}
         message = {
             "type": "submit",
             "source": source,
             "out_dir": str(Path(out_dir).resolve()),
             "options": {k: v for k, v in options.items() if v is not None},
         }
+        return self.request(message)["job"]
+
+    def apply(self, job: str, preset: str, tail: str | None = None) -> str:
+        """Re-apply ``preset`` (a name or .toml path) to a finished job's raw stems.
+
+        No separation runs: the server processes the job's raw stems into
+        ``<stems folder>/<preset name>/`` and returns the id of the new job, whose
+        result lists them under ``processed``. ``tail`` is "cut" or "extend".
+        """
+        message: dict[str, Any] = {"type": "apply", "job": job, "preset": preset_reference(preset)}
+        if tail is not None:
+            message["tail"] = tail
         return self.request(message)["job"]
 
     def cancel(self, job: str) -> dict[str, Any]:
@@ -165,6 +179,13 @@ class Client:
                 if event.get("job") == job and event["type"] in ("progress", "job"):
                     state = event
                     break
+
+
+def preset_reference(preset: str) -> str:
+    """A preset name as is; a path made absolute, since the server may run elsewhere."""
+    if preset.endswith(".toml") or "/" in preset or os.sep in preset:
+        return str(Path(preset).expanduser().resolve())
+    return preset
 
 
 def start_server_in_background(address: str, log_file: Path, extra_args: list[str]) -> None:

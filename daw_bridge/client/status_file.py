@@ -1,7 +1,9 @@
 """A status file a Lua script can parse with one pattern: ``key=value`` per line.
 
 Rewritten atomically (temporary name, then rename), so a reader never sees half
-a file. Values never contain newlines; stem paths come as ``stem.<name>=<path>``.
+a file. Values never contain newlines; stem paths come as ``stem.<name>=<path>``;
+a job with an effect preset adds ``preset=<name>`` and its processed stems as
+``processed.<name>=<path>`` (the raw ``stem.`` lines stay).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def render(event: dict[str, Any]) -> str:
         lines.append(f"folder={result['folder']}")
         lines.append(f"cached={str(result.get('cached', False)).lower()}")
         lines.extend(f"stem.{name}={path}" for name, path in result["stems"].items())
+        if result.get("preset"):
+            lines.append(f"preset={result['preset']}")
+            processed = result.get("processed") or {}
+            lines.extend(f"processed.{name}={path}" for name, path in processed.items())
     return "\n".join(lines) + "\n"
 
 

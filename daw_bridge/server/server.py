@@ -58,6 +58,16 @@ class Server:
         self.notifications: queue.Queue[Job] = queue.Queue()
         self.watchers: dict[str, set[bytes]] = {}
         self.worker = Worker(self.queue, self.pool, self.cache, self.store, self.notifications.put)
+        # Re-applying a preset takes a second or two: it does not wait behind separations.
+        self.preset_queue: queue.Queue[Job | None] = queue.Queue()
+        self.preset_worker = Worker(
+            self.preset_queue,
+            self.pool,
+            self.cache,
+            self.store,
+            self.notifications.put,
+            name="daw-bridge-presets",
+        )
         self.running = True
 
     # -- lifecycle ------------------------------------------------------------------
@@ -76,6 +86,7 @@ class Server:
         socket.setsockopt(zmq.LINGER, 0)
         socket.bind(self.bind)
         self.worker.start()
+        self.preset_worker.start()
         log.info("serving on %s", self.bind)
         print(f"daw-bridge server ready on {self.bind}", flush=True)
         last_tick = 0.0
@@ -93,7 +104,9 @@ class Server:
             for job in self.store.active():
                 job.cancel.set()
             self.queue.put(None)
+            self.preset_queue.put(None)
             self.worker.join(timeout=5)
+            self.preset_worker.join(timeout=5)
             socket.close(0)
             context.term()
 
@@ -148,6 +161,8 @@ class Server:
         job = self.store.get(message["job"])
         if job is None:
             raise DawBridgeError(f"No job {message['job']!r} on this server.", "Check the job id.")
+        if kind == "apply":
+            return self._apply(client, job, message)
         if kind == "cancel":
             job.cancel.set()
             if job.state == "queued":
@@ -158,6 +173,19 @@ class Server:
         if kind == "watch":
             self.watchers.setdefault(job.id, set()).add(client)
         return {"type": "job", **job.public()}  # "result" and "watch"
+
+    def _apply(self, client: bytes, source: Job, message: dict[str, Any]) -> dict[str, Any]:
+        """Queue a preset job on ``source``'s raw stems; refuse one that has no stems yet."""
+        if source.state != "done" or not (source.result or {}).get("stems"):
+            raise DawBridgeError(
+                f"Job {source.id} is {source.state}: only a finished job's stems can take "
+                "a preset.",
+                "Wait until it is done (`daw-bridge client result JOB`), or split the clip again.",
+            )
+        job = self.store.create(client, message)
+        self.watchers[job.id] = {client}
+        self.preset_queue.put(job)
+        return {"type": "accepted", "job": job.id}
 
     # -- events ---------------------------------------------------------------------
 

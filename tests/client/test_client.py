@@ -48,3 +48,29 @@ def test_status_file_lists_stems():
         }
     )
     assert "stem.vocals=/x/vocals.wav" in text and "cached=true" in text
+
+
+def test_status_file_lists_processed_stems_after_the_raw_ones():
+    result = {
+        "folder": "/x",
+        "stems": {"vocals": "/x/vocals.wav", "drums": "/x/drums.wav"},
+        "preset": "karaoke",
+        "processed": {"vocals": "/x/karaoke/vocals.wav", "drums": "/x/karaoke/drums.wav"},
+    }
+    lines = render({"job": "j", "state": "done", "progress": 1.0, "result": result}).splitlines()
+    assert lines[-5:] == [
+        "stem.vocals=/x/vocals.wav",
+        "stem.drums=/x/drums.wav",
+        "preset=karaoke",
+        "processed.vocals=/x/karaoke/vocals.wav",
+        "processed.drums=/x/karaoke/drums.wav",
+    ]
+
+
+def test_a_preset_given_as_a_path_is_sent_absolute(tmp_path, monkeypatch):
+    from daw_bridge.client.client import preset_reference
+
+    monkeypatch.chdir(tmp_path)
+    assert preset_reference("karaoke") == "karaoke"
+    assert preset_reference("mine.toml") == str(tmp_path / "mine.toml")
+    assert preset_reference("sub/x.toml") == str(tmp_path / "sub" / "x.toml")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import ServerProcess
+
 
 @pytest.fixture(scope="package")
 def server(tiny_checkpoint, tmp_path_factory):
-    from tests.server.test_server import ServerProcess
-
     process = ServerProcess(tiny_checkpoint, tmp_path_factory.mktemp("state"))
     yield process
     process.kill()

@@ -21,11 +21,7 @@ from daw_bridge.audio.io import read_span
 from daw_bridge.client.client import Client, ServerUnavailableError, connect
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import encode
-from tests.conftest import free_port, noise, write_wav
-
-
-def free_address() -> str:
-    return f"tcp://127.0.0.1:{free_port()}"
+from tests.conftest import ServerProcess, free_address, noise, write_wav
 
 
 def raw_exchange(address: str, frames: list[bytes], wait_ms: int = 5000) -> dict | None:
@@ -35,28 +31,6 @@ def raw_exchange(address: str, frames: list[bytes], wait_ms: int = 5000) -> dict
         raw.connect(address)
         raw.send_multipart(frames)
         return json.loads(raw.recv()) if raw.poll(wait_ms) else None
-
-
-class ServerProcess:
-    def __init__(self, model: Path, state: Path, *extra: str) -> None:
-        self.address = free_address()
-        self.log = state / "server.log"
-        state.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "DAW_BRIDGE_STATE_DIR": str(state),
-            "DAW_BRIDGE_CACHE_DIR": str(state / "w"),
-        }
-        command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", self.address]
-        command += ["--model", str(model), "--device", "cpu", *extra]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-        with Client(self.address, timeout=30) as client:
-            client.hello()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +150,9 @@ def test_missing_weights_fail_the_job_with_the_core_message(client, song, tmp_pa
             )
         ],
         [encode({"type": "cancel", "job": "nope"})],
+        [encode({"type": "apply", "job": "0123456789abcdef"})],
+        [encode({"type": "apply", "job": "0123456789abcdef", "preset": "karaoke"})],
+        [encode({"type": "apply", "job": "x", "preset": "karaoke", "tail": 3})],
         [b"a", b"b"],
     ],
 )
@@ -345,3 +322,71 @@ def test_a_job_can_also_write_midi_for_its_stems(client, tmp_path):
     failed = client.wait(client.submit(song, tmp_path / "g", model="dsp", midi=["guitar"]))
     assert failed["state"] == "failed" and "guitar" in failed["error"]["problem"]
     assert not (tmp_path / "g").exists()  # refused before separating anything
+
+
+def test_a_job_with_a_preset_writes_processed_stems_beside_the_raw_ones(client, song, tmp_path):
+    final = client.wait(client.submit(song, tmp_path / "p", preset="instrumental"))
+    assert final["state"] == "done", final
+    result = final["result"]
+    assert result["preset"] == "instrumental"
+    assert set(result["processed"]) == set(result["stems"]) == {"drums", "bass", "other", "vocals"}
+    assert {Path(p).parent for p in result["processed"].values()} == {
+        tmp_path / "p" / "instrumental"
+    }
+    assert not read_span(result["processed"]["vocals"]).samples.any()
+    raw_drums = read_span(result["stems"]["drums"]).samples
+    np.testing.assert_array_equal(read_span(result["processed"]["drums"]).samples, raw_drums)
+
+
+def test_another_preset_is_re_applied_to_a_finished_job_without_separating_again(
+    client, song, tmp_path
+):
+    first = client.wait(client.submit(song, tmp_path / "r", preset="karaoke"))
+    raw = {name: Path(path).read_bytes() for name, path in first["result"]["stems"].items()}
+    started = time.perf_counter()
+    final = client.wait(client.apply(first["job"], "acapella"))
+    assert time.perf_counter() - started < 2.0
+    assert final["state"] == "done", final
+    result = final["result"]
+    assert result["source_job"] == first["job"] and result["preset"] == "acapella"
+    assert result["stems"] == first["result"]["stems"] and result["folder"] == str(tmp_path / "r")
+    assert {Path(p).parent for p in result["processed"].values()} == {tmp_path / "r" / "acapella"}
+    assert not read_span(result["processed"]["drums"]).samples.any()
+    assert read_span(result["processed"]["vocals"]).samples.any()
+    assert {name: Path(p).read_bytes() for name, p in result["stems"].items()} == raw
+    assert (tmp_path / "r" / "karaoke" / "vocals.wav").is_file()  # the first preset's stay
+    # An apply job can itself be re-applied: always from the raw stems.
+    again = client.wait(client.apply(final["job"], "instrumental", tail="extend"))
+    assert again["state"] == "done" and again["result"]["stems"] == first["result"]["stems"]
+
+
+def test_re_apply_errors_are_clear_and_the_server_keeps_serving(client, song, tmp_path):
+    with pytest.raises(DawBridgeError, match="No job"):
+        client.apply("0123456789abcdef", "karaoke")
+    done = client.wait(client.submit(song, tmp_path / "e"))
+    failed = client.wait(client.apply(done["job"], "no-such-preset"))
+    assert failed["state"] == "failed" and "no-such-preset" in failed["error"]["problem"]
+    assert "karaoke" in failed["error"]["fix"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[stems.vocals]\ngain_db = 100\n')
+    failed = client.wait(client.apply(done["job"], str(bad)))
+    assert (
+        str(bad) in failed["error"]["problem"]
+        and "stems.vocals.gain_db" in failed["error"]["problem"]
+    )
+    failed = client.wait(client.apply(done["job"], "karaoke", tail="forever"))
+    assert "tail" in failed["error"]["problem"] and "extend" in failed["error"]["fix"]
+    long = write_wav(tmp_path / "busy.wav", noise(seconds=20.0, seed=9))
+    busy = client.submit(long, tmp_path / "busy")
+    try:
+        with pytest.raises(DawBridgeError, match="only a finished job"):
+            client.apply(busy, "karaoke")
+    finally:
+        client.cancel(busy)
+    assert client.hello()["protocol"] == 1
+
+
+def test_an_unknown_preset_fails_a_split_before_separating(client, song, tmp_path):
+    final = client.wait(client.submit(song, tmp_path / "never", preset="nope"))
+    assert final["state"] == "failed" and "no preset named 'nope'" in final["error"]["problem"]
+    assert not (tmp_path / "never").exists()
