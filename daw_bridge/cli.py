@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, 4 on GPU)"
+    )
+    _add_backend_option(parser)
+
+
+def _add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "openvino", "onnxruntime"],
+        help="how HTDemucs runs on the CPU: auto (default: openvino when installed), or torch "
+        "(exactly demucs's numbers); default: $DAW_BRIDGE_BACKEND, then auto",
     )
 
 
@@ -153,6 +164,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", default="htdemucs", help="model kept warm (default htdemucs)")
     serve.add_argument("--model-dir", type=Path, help="folder holding the model weights")
     serve.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    _add_backend_option(serve)
     serve.add_argument("--state-dir", type=Path, help="jobs and stem cache (default: user cache)")
     serve.add_argument(
         "--cache-size-mb", type=int, default=2048, help="stem cache bound (default 2048)"
@@ -216,6 +228,7 @@ def _load(args: argparse.Namespace):
         overlap=args.overlap,
         batch_size=args.batch_size,
         half=args.half,
+        backend=args.backend,
     )
 
 
@@ -347,8 +360,11 @@ def _run_midi(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from daw_bridge.separation.engine import BACKEND_ENV
     from daw_bridge.server.server import Server, default_state_dir
 
+    if args.backend:
+        os.environ[BACKEND_ENV] = args.backend  # every model the server loads
     Server(
         args.bind,
         args.model,

@@ -108,3 +108,15 @@ class ServerProcess:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Downloads and exported model cores go to a temporary cache, never the user's."""
+    previous = os.environ.get("DAW_BRIDGE_CACHE_DIR")
+    os.environ["DAW_BRIDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("DAW_BRIDGE_CACHE_DIR", None)
+    else:
+        os.environ["DAW_BRIDGE_CACHE_DIR"] = previous

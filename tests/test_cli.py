@@ -11,7 +11,7 @@ import pytest
 
 from daw_bridge.audio.io import read_span
 from daw_bridge.cli import main
-from tests.conftest import EVAL_SONGS, free_port, noise, write_wav
+from tests.conftest import EVAL_SONGS, SOURCES, free_port, noise, write_wav
 
 
 @pytest.fixture(autouse=True)
@@ -225,3 +225,18 @@ def test_client_split_with_a_preset_then_apply_another(tmp_path, song, monkeypat
         main(["client", "--server", address, "shutdown"])
         server.join(30)
     assert not server.is_alive()
+
+
+def test_backend_option_picks_the_path_and_openvino_stays_within_minus_60_db_of_torch(
+    tmp_path, song, tiny_checkpoint
+) -> None:
+    stems = {}
+    for backend in ("torch", "openvino"):
+        out = tmp_path / backend
+        argv = ["split", str(song), "--model", str(tiny_checkpoint), "--out", str(out), "-q"]
+        assert main([*argv, "--backend", backend, "--no-residual"]) == 0
+        folder = out / tiny_checkpoint.stem / "My Song"
+        stems[backend] = np.stack([read_span(folder / f"{n}.wav").samples for n in SOURCES])
+    difference = np.linalg.norm(stems["openvino"] - stems["torch"])
+    assert difference > 0  # the option reached the engine: two different code paths
+    assert 20 * np.log10(difference / np.linalg.norm(stems["torch"])) < -60

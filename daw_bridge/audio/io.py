@@ -8,8 +8,10 @@ file unless asked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,3 +236,128 @@ def write_audio(
     ):
         handle.write(samples)
     return path
+
+
+# -- streaming: long files with bounded memory ------------------------------------------
+
+#: Frames per block when streaming a file (about 6 s at 44.1 kHz).
+BLOCK_FRAMES = 1 << 18
+
+
+@dataclass(frozen=True)
+class SpanInfo:
+    """A validated span of a file, not yet decoded: what :func:`iter_span` reads."""
+
+    source: Path
+    samplerate: int
+    channels: int
+    start_frame: int
+    frames: int
+    file_frames: int
+
+
+def open_span(path: Path | str, start: float = 0.0, duration: float | None = None) -> SpanInfo:
+    """Validate ``[start, start + duration)`` from the header (the errors of :func:`read_span`)."""
+    path = Path(path)
+    with _open(path) as handle:
+        plan = _plan_span(path, handle, start, duration)
+        channels = int(handle.num_channels)
+    return SpanInfo(path, plan.samplerate, channels, plan.first, plan.count, plan.total)
+
+
+def iter_span(info: SpanInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Decode the span in ``(channels, n)`` float32 blocks, validated like :func:`read_span`.
+
+    Only one block is held at a time, so a file of any length streams in
+    constant memory. Damage is reported when the block holding it is reached.
+    """
+    path = info.source
+    flac = path.suffix.lower() == ".flac"
+    with _open(path) as handle, contextlib.ExitStack() as stack:
+        checker = None
+        if flac:
+            import soundfile
+
+            checker = stack.enter_context(soundfile.SoundFile(str(path)))
+            checker.seek(info.start_frame)
+        handle.seek(info.start_frame)
+        done = 0
+        while done < info.frames:
+            count = min(block_frames, info.frames - done)
+            samples = np.asarray(handle.read(count), dtype=np.float32)
+            if checker is not None:
+                try:
+                    checker.read(count, dtype="float32")
+                except (RuntimeError, soundfile.LibsndfileError) as error:
+                    raise AudioInputError(
+                        f"{path} is damaged or truncated: the FLAC stream cannot be decoded "
+                        f"({error}).",
+                        "Re-export or copy the file again.",
+                    ) from error
+            if samples.shape[1] != count:
+                raise AudioInputError(
+                    f"{path} ended after {done + samples.shape[1]} of the {info.frames} frames "
+                    "expected.",
+                    "The file is truncated or damaged; re-export it.",
+                )
+            bad = ~np.isfinite(samples)
+            if bad.any():
+                first = info.start_frame + done + int(np.argmax(bad.any(axis=0)))
+                raise AudioInputError(
+                    f"{path} contains NaN or infinite samples (first at "
+                    f"{first / info.samplerate:.3f} s).",
+                    "The file is damaged or was rendered from a broken plug-in; re-render it.",
+                )
+            done += count
+            yield np.ascontiguousarray(samples)
+
+
+class AudioWriter:
+    """Appends ``(channels, n)`` blocks to a WAV; see :func:`open_writer`."""
+
+    def __init__(self, handle: AudioFile, path: Path) -> None:
+        self._handle = handle
+        self.path = path
+        self.peak = 0.0
+        self.frames = 0
+
+    def write(self, samples: np.ndarray) -> None:
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        if samples.size:
+            self.peak = max(self.peak, float(np.max(np.abs(samples))))
+        self._handle.write(samples)
+        self.frames += samples.shape[-1]
+
+
+@contextlib.contextmanager
+def open_writer(
+    path: Path | str,
+    samplerate: int,
+    channels: int,
+    sample_format: SampleFormat = "float32",
+    overwrite: bool = False,
+) -> Iterator[AudioWriter]:
+    """Write a WAV block by block; it appears under ``path`` only when complete.
+
+    The streaming counterpart of :func:`write_audio` (same formats, same clip
+    warning, same atomic publish); on an error the partial file is removed.
+    """
+    path = Path(path)
+    if sample_format not in _BIT_DEPTH:
+        raise InvalidOptionError(
+            f"Unknown sample format {sample_format!r}.", f"Use one of {', '.join(SAMPLE_FORMATS)}."
+        )
+    with atomic_output(path, overwrite) as temporary:
+        with AudioFile(
+            str(temporary), "w", samplerate, channels, bit_depth=_BIT_DEPTH[sample_format]
+        ) as handle:
+            writer = AudioWriter(handle, path)
+            yield writer
+        if sample_format != "float32" and writer.peak > 1.0:
+            log.warning(
+                "%s peaks at %+.2f dBFS and will clip as %s; use the float32 format to keep "
+                "it intact.",
+                path.name,
+                20 * np.log10(writer.peak),
+                sample_format,
+            )

@@ -43,6 +43,7 @@ def load_separator(
     half: bool = False,
     segment: float | None = None,
     seed: int | None = None,
+    backend: str | None = None,
 ) -> Separator:
     """Load ``model``: a catalog name, ``dsp``, or a local Demucs checkpoint file."""
     if model == DSP_MODEL:
@@ -75,6 +76,7 @@ def load_separator(
         device=torch_device,
         half=half,
         seed=seed,
+        backend=backend,
     )
     log.info("loaded %s on %s", name, engine.device)
     return DemucsSeparator(name, engine)

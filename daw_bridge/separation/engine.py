@@ -6,14 +6,20 @@ a stride of ``(1 - overlap)`` segments, each chunk padded with its real
 neighbours (zeros beyond the mix) to the model's valid length, a triangular
 cross-fade, and the same random "shift trick" and bag-of-models weighting.
 What we add: several chunks per forward pass, device and precision choice, a
-progress callback with the real fraction done, and cooperative cancellation.
+progress callback with the real fraction done, cooperative cancellation, a
+streaming form (:meth:`DemucsEngine.apply_stream`: blocks in, finished blocks
+out, bounded memory) and, on the CPU, a faster backend for HTDemucs: its network
+core in OpenVINO (:mod:`daw_bridge.separation.accel`, about -88 dB from the
+PyTorch output). ``backend="torch"`` keeps ``apply_model``'s exact numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -24,7 +30,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from daw_bridge.errors import CancelledError, InvalidOptionError
+from daw_bridge.separation.accel import (
+    DEFAULT_CPU_BACKEND,
+    AcceleratedCore,
+    backend_available,
+    check_backend,
+    install_hint,
+)
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
+from daw_bridge.separation.htcore import forward_with_core, supports_core
+
+log = logging.getLogger(__name__)
+
+#: Environment variable choosing the backend when the caller does not: auto, torch, ...
+BACKEND_ENV = "DAW_BRIDGE_BACKEND"
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -110,6 +129,7 @@ class DemucsEngine:
         device: str | torch.device = "auto",
         half: bool = False,
         seed: int | None = None,
+        backend: str | None = None,
     ) -> None:
         if not models:
             raise ValueError("at least one model is needed")
@@ -149,6 +169,89 @@ class DemucsEngine:
         self.batch_size = batch_size or default_batch_size(self.device)
         self.half = half
         self._random = random.Random(seed)
+        self.backend = self._pick_backend(backend or os.environ.get(BACKEND_ENV) or "auto")
+        self._cores: dict[int, AcceleratedCore] = {}
+        if self.backend != "torch":
+            self._cores = {id(m): AcceleratedCore(m, self.backend) for m in self.models}
+            self.prepare()  # export (first time only) or load now, not in the first job
+
+    def _pick_backend(self, requested: str) -> str:
+        """``auto``: OpenVINO for HTDemucs on the CPU, else PyTorch (loudly, if it is missing).
+
+        ``torch`` always gives exactly ``demucs.apply.apply_model``'s numbers.
+        ``$DAW_BRIDGE_BACKEND`` sets the choice when the caller does not.
+        """
+        check_backend(requested)
+        eligible = self.device.type == "cpu" and all(supports_core(m) for m in self.models)
+        if requested == "torch":
+            return "torch"
+        if requested != "auto":
+            if not eligible:
+                raise InvalidOptionError(
+                    f"The {requested} backend runs HTDemucs models on the CPU only.",
+                    f"Set {BACKEND_ENV}=torch (or auto) for this model or device.",
+                )
+            if not backend_available(requested):
+                raise InvalidOptionError(
+                    f"The {requested} backend is not installed.",
+                    f"Install it: {install_hint(requested)} (or set {BACKEND_ENV}=torch).",
+                )
+            return requested
+        if not eligible:
+            return "torch"
+        if not backend_available(DEFAULT_CPU_BACKEND):
+            log.warning(
+                "%s is not installed: separating with plain PyTorch, about 1.5x slower on "
+                "the CPU. Fix: %s (or set %s=torch to silence this).",
+                DEFAULT_CPU_BACKEND,
+                install_hint(DEFAULT_CPU_BACKEND),
+                BACKEND_ENV,
+            )
+            return "torch"
+        return DEFAULT_CPU_BACKEND
+
+    def prepare(self) -> None:
+        """Export or load the accelerated core now instead of on the first segment."""
+        for model in self.models:
+            core = self._cores.get(id(model))
+            if core is None:
+                continue
+            frames = self._valid_length(model, self._segment_length(model))
+            mix = torch.zeros(1, self.audio_channels, frames)
+            with torch.inference_mode():
+                mag = model._magnitude(model._spec(mix))
+            self._guarded(lambda core=core, mix=mix, mag=mag: core.prepare(mix, mag))
+
+    def _guarded(self, action):
+        try:
+            return action()
+        except (CancelledError, InvalidOptionError):
+            raise
+        except Exception as error:  # export and native runtimes raise many types
+            log.warning(
+                "The %s backend failed (%s): falling back to plain PyTorch, about 1.5x "
+                "slower. Fix: reinstall it (%s -U) or set %s=torch to silence this.",
+                self.backend,
+                error,
+                install_hint(self.backend),
+                BACKEND_ENV,
+            )
+            self.backend = "torch"
+            self._cores = {}
+            return None
+
+    def _forward(self, model: nn.Module, inputs: torch.Tensor, tracker: _Progress) -> torch.Tensor:
+        core = self._cores.get(id(model))
+        if core is not None:
+
+            def accelerated(mix: torch.Tensor, mag: torch.Tensor):
+                return core(mix, mag, tracker.should_cancel)
+
+            out = self._guarded(lambda: forward_with_core(model, inputs, accelerated))
+            if out is not None:
+                return out
+        with _interruptible(model, tracker):
+            return model(inputs)
 
     # -- public ---------------------------------------------------------------------
 
@@ -174,15 +277,67 @@ class DemucsEngine:
         tracker.finish()
         return estimate / totals[:, None, None]
 
+    def apply_stream(
+        self,
+        blocks: Iterable[torch.Tensor],
+        frames_hint: int | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Like :meth:`apply`, on a mix that arrives in blocks, with bounded memory.
+
+        ``blocks`` are ``(channels, n)`` pieces of the mix, in order; the result
+        comes back as ``(sources, channels, m)`` pieces, in order, as soon as the
+        overlap-add has finished them, and adds up to the same length. Only about
+        one segment of input and output per model and shift is held at a time.
+        The numbers are those of :meth:`apply` (bit for bit with one model and
+        no shifts). ``frames_hint``, the expected length, only scales progress.
+        """
+        stream = _Stream(iter(blocks))
+        passes: list[_Pass] = []
+        totals = torch.zeros(len(self.sources))
+        for model_weights in self.weights:
+            totals += torch.tensor(model_weights)
+        for model, model_weights in zip(self.models, self.weights, strict=True):
+            coefficient = torch.tensor(model_weights) / totals
+            if not self.shifts:
+                passes.append(_Pass(self, model, stream, 0, coefficient))
+                continue
+            max_shift = int(0.5 * model.samplerate)
+            for _ in range(self.shifts):
+                offset = self._random.randint(0, max_shift)
+                passes.append(
+                    _Pass(self, model, stream, max_shift - offset, coefficient / self.shifts)
+                )
+        units = 1
+        if frames_hint:
+            units = sum(len(range(0, frames_hint + p.delay, self._stride(p.model))) for p in passes)
+        tracker = _Progress(units, progress, should_cancel)
+        emitted = 0
+        while True:
+            laggard = min(passes, key=lambda p: p.frontier)
+            if laggard.finished:
+                break
+            laggard.step(tracker)
+            frontier = min(p.frontier for p in passes)
+            if all(p.finished for p in passes):
+                frontier = stream.end
+            stream.release(min(p.needed_from for p in passes))
+            if frontier > emitted:
+                yield _combine(passes, emitted, frontier)
+                emitted = frontier
+        tracker.finish()
+
     # -- internals ------------------------------------------------------------------
 
     def _segment_length(self, model: nn.Module) -> int:
         return int(model.samplerate * model.segment)
 
+    def _stride(self, model: nn.Module) -> int:
+        return int((1 - self.overlap) * self._segment_length(model))
+
     def _offsets(self, model: nn.Module, length: int) -> range:
-        segment_length = self._segment_length(model)
-        stride = int((1 - self.overlap) * segment_length)
-        return range(0, length, stride)
+        return range(0, length, self._stride(model))
 
     def _apply_shifted(
         self, model: nn.Module, mix: torch.Tensor, tracker: _Progress
@@ -208,8 +363,8 @@ class DemucsEngine:
         for batch in self._batches(model, view, segment_length):
             tracker.check_cancel()
             inputs = torch.stack([chunk for _, _, chunk in batch]).to(self.device)
-            with torch.inference_mode(), self._precision(), _interruptible(model, tracker):
-                outputs = model(inputs)
+            with torch.inference_mode(), self._precision():
+                outputs = self._forward(model, inputs, tracker)
             outputs = outputs.float().cpu()
             for (offset, chunk_length, _), chunk_out in zip(batch, outputs, strict=True):
                 chunk_out = _center_trim(chunk_out, chunk_length)
@@ -243,6 +398,187 @@ class DemucsEngine:
         if self.half:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
+
+
+class _Stream:
+    """A forward-only window on a mix that arrives in blocks; zeros outside the mix."""
+
+    def __init__(self, blocks: Iterator[torch.Tensor]) -> None:
+        self.blocks = blocks
+        self.buffer: torch.Tensor | None = None
+        self.start = 0  # mix frame of buffer[..., 0]
+        self.ended = False
+
+    @property
+    def end(self) -> int:
+        return self.start + (0 if self.buffer is None else self.buffer.shape[-1])
+
+    def fill(self, until: int) -> None:
+        """Read until frame ``until`` is buffered or the mix has ended."""
+        pieces = [] if self.buffer is None else [self.buffer]
+        end = self.end
+        while end < until and not self.ended:
+            block = next(self.blocks, None)
+            if block is None:
+                self.ended = True
+                break
+            block = torch.as_tensor(block, dtype=torch.float32)
+            pieces.append(block)
+            end += block.shape[-1]
+        if pieces:
+            self.buffer = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+
+    def known_length(self, at_least: int) -> int | None:
+        """The mix length if it ends before ``at_least`` frames, else None."""
+        self.fill(at_least)
+        return self.end if self.ended and self.end < at_least else None
+
+    def window(self, begin: int, end: int) -> torch.Tensor:
+        """Mix frames ``[begin, end)``, zeros where they fall outside the mix."""
+        self.fill(end)
+        if max(begin, 0) < min(end, self.start):
+            raise RuntimeError("frames already released were requested")
+        lo, hi = max(begin, self.start, 0), min(end, self.end)
+        if self.buffer is None or lo >= hi:
+            channels = 0 if self.buffer is None else self.buffer.shape[0]
+            return torch.zeros(channels, end - begin)
+        piece = self.buffer[..., lo - self.start : hi - self.start]
+        return F.pad(piece, (lo - begin, end - hi))
+
+    def release(self, before: int) -> None:
+        if self.buffer is not None and before > self.start:
+            drop = min(before - self.start, self.buffer.shape[-1])
+            self.buffer = self.buffer[..., drop:].clone()
+            self.start += drop
+
+
+class _Pass:
+    """One model, one shift: overlap-add over a view of the mix delayed by ``delay`` frames.
+
+    View frame ``j`` is mix frame ``j - delay`` (the shift trick pads the mix and
+    starts the view ``delay`` frames before it); the view is ``length + delay``
+    frames long and its output is read from view frame ``delay`` on, exactly as
+    :meth:`DemucsEngine._apply_shifted` does.
+    """
+
+    def __init__(
+        self,
+        engine: DemucsEngine,
+        model: nn.Module,
+        stream: _Stream,
+        delay: int,
+        coefficient: torch.Tensor,
+    ) -> None:
+        self.engine, self.model, self.stream, self.delay = engine, model, stream, delay
+        self.coefficient = coefficient[:, None, None]
+        self.segment = engine._segment_length(model)
+        self.stride = engine._stride(model)
+        self.weight = _triangle(self.segment, engine.transition_power)
+        self.next_offset = 0  # view frame of the next chunk
+        self.view_length: int | None = None
+        self.acc_start = 0  # view frame of acc[..., 0]
+        self.acc = torch.zeros(0)
+        self.acc_weight = torch.zeros(0)
+        self.ready: list[torch.Tensor] = []  # finished output, mix frames [ready_start, frontier)
+        self.ready_start = 0
+        self.frontier = 0  # mix frames before this are final
+        self.finished = False
+
+    @property
+    def needed_from(self) -> int:
+        """The first mix frame this pass may still read."""
+        if self.finished:
+            return 1 << 62
+        return self.next_offset - self.segment - self.delay
+
+    def _view_length(self, at_least: int) -> int | None:
+        """The view length if the view ends before ``at_least`` frames (else None)."""
+        if self.view_length is None:
+            length = self.stream.known_length(at_least - self.delay)
+            if length is not None:
+                self.view_length = length + self.delay
+        if self.view_length is not None and self.view_length < at_least:
+            return self.view_length
+        return None
+
+    def step(self, tracker: _Progress) -> None:
+        """Run the next batch of chunks and move the frontier."""
+        engine, model = self.engine, self.model
+        batch: list[tuple[int, int, torch.Tensor]] = []
+        while len(batch) < engine.batch_size:
+            offset = self.next_offset
+            short = self._view_length(offset + self.segment)
+            if short is not None and offset >= short:
+                break
+            chunk_length = self.segment if short is None else min(self.segment, short - offset)
+            target = engine._valid_length(model, chunk_length)
+            if batch and batch[0][2].shape[-1] != target:
+                break
+            begin = offset - (target - chunk_length) // 2 - self.delay
+            batch.append((offset, chunk_length, self.stream.window(begin, begin + target)))
+            self.next_offset += self.stride
+        if batch:
+            tracker.check_cancel()
+            channels = batch[0][2].shape[0]
+            inputs = torch.stack([chunk for _, _, chunk in batch]).to(engine.device)
+            with torch.inference_mode(), engine._precision():
+                outputs = engine._forward(model, inputs, tracker)
+            outputs = outputs.float().cpu()
+            last = batch[-1][0] + batch[-1][1]
+            if self.acc.dim() == 1:
+                self.acc = torch.zeros(len(engine.sources), channels, 0)
+            grow = last - self.acc_start - self.acc.shape[-1]
+            if grow > 0:
+                self.acc = F.pad(self.acc, (0, grow))
+                self.acc_weight = F.pad(self.acc_weight, (0, grow))
+            for (offset, chunk_length, _), chunk_out in zip(batch, outputs, strict=True):
+                chunk_out = _center_trim(chunk_out, chunk_length)
+                lo = offset - self.acc_start
+                self.acc[..., lo : lo + chunk_length] += self.weight[:chunk_length] * chunk_out
+                self.acc_weight[lo : lo + chunk_length] += self.weight[:chunk_length]
+            tracker.advance(len(batch))
+        short = self._view_length(self.next_offset + 1)
+        done = short is not None and self.next_offset >= short
+        final_view = (self.acc_start + self.acc.shape[-1]) if done else self.next_offset
+        self._emit(final_view)
+        if done:
+            self.finished = True
+            self.frontier = 1 << 62
+
+    def _emit(self, until: int) -> None:
+        """Move view frames ``[acc_start, until)`` (final) to the ready output."""
+        count = until - self.acc_start
+        if count <= 0:
+            return
+        out = self.acc[..., :count] / self.acc_weight[:count]
+        self.acc = self.acc[..., count:].clone()
+        self.acc_weight = self.acc_weight[count:].clone()
+        first = self.acc_start - self.delay  # as a mix frame
+        self.acc_start = until
+        if first < 0:
+            out = out[..., -first:]
+            first = 0
+        if out.shape[-1]:
+            if not self.ready:
+                self.ready_start = first
+            self.ready.append(out * self.coefficient)
+        self.frontier = max(self.frontier, until - self.delay)
+
+    def take(self, start: int, end: int) -> torch.Tensor:
+        """Mix frames ``[start, end)`` of the (weighted) output, dropped once taken."""
+        joined = torch.cat(self.ready, dim=-1) if len(self.ready) > 1 else self.ready[0]
+        assert self.ready_start == start, (self.ready_start, start)
+        piece, rest = joined[..., : end - start], joined[..., end - start :]
+        self.ready = [rest] if rest.shape[-1] else []
+        self.ready_start = end
+        return piece
+
+
+def _combine(passes: list[_Pass], start: int, end: int) -> torch.Tensor:
+    total = passes[0].take(start, end)
+    for other in passes[1:]:
+        total = total + other.take(start, end)
+    return total
 
 
 @contextlib.contextmanager
@@ -326,3 +662,43 @@ class DemucsSeparator:
         if channels == 1 and self.engine.audio_channels == 2:
             stems = stems.mean(dim=1, keepdim=True)
         return stems.numpy()
+
+    def separate_stream(
+        self,
+        blocks: Iterable[np.ndarray],
+        *,
+        channels: int,
+        mean: float,
+        std: float,
+        frames_hint: int | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> Iterator[np.ndarray]:
+        """:meth:`separate` for a mix arriving in ``(channels, n)`` blocks, bounded memory.
+
+        ``mean`` and ``std`` are those of the whole mix's mono sum (``std`` as
+        ``torch.std``, unbiased, without the 1e-8), which :meth:`separate`
+        computes itself; the caller gets them from a first pass over the file.
+        Yields ``(sources, channels, m)`` blocks adding up to the mix's length.
+        """
+        if channels not in (1, self.engine.audio_channels):
+            raise InvalidOptionError(
+                f"The model takes {self.engine.audio_channels} channels, the audio has {channels}.",
+                "Use mono or stereo audio.",
+            )
+        mono = channels == 1 and self.engine.audio_channels == 2
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        std_t = torch.tensor(std, dtype=torch.float32) + 1e-8
+
+        def model_blocks() -> Iterator[torch.Tensor]:
+            for block in blocks:
+                wav = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+                if mono:
+                    wav = wav.expand(2, -1)
+                yield (wav - mean_t) / std_t
+
+        for stems in self.engine.apply_stream(model_blocks(), frames_hint, progress, should_cancel):
+            stems = stems * std_t + mean_t
+            if mono:
+                stems = stems.mean(dim=1, keepdim=True)
+            yield stems.numpy()

@@ -7,11 +7,14 @@ sum-to-input guarantee, the two-stem mode, atomic writing and the manifest.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -19,9 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from daw_bridge import __version__
-from daw_bridge.audio.io import AudioSpan, SampleFormat, file_sha256, read_span, write_audio
+from daw_bridge.audio.io import (
+    AudioSpan,
+    SampleFormat,
+    SpanInfo,
+    file_sha256,
+    iter_span,
+    open_span,
+    open_writer,
+    read_span,
+    write_audio,
+)
 from daw_bridge.audio.resample import resample
-from daw_bridge.errors import InvalidOptionError
+from daw_bridge.errors import CancelledError, InvalidOptionError
 from daw_bridge.files import atomic_output, ensure_writable
 from daw_bridge.separation.base import CancelCheck, ProgressCallback, Separator
 
@@ -78,7 +91,9 @@ def separate_span(
     return stems
 
 
-def output_folder(out_dir: Path, model_name: str, span: AudioSpan, whole_file: bool) -> Path:
+def output_folder(
+    out_dir: Path, model_name: str, span: AudioSpan | SpanInfo, whole_file: bool
+) -> Path:
     """``OUT/<model>/<track>`` as demucs does; a span adds its start and end to the name."""
     track = span.source.stem
     if not whole_file:
@@ -100,8 +115,15 @@ def split_file(
 ) -> SplitResult:
     """Split ``[start, start + duration)`` of ``source`` into ``out_dir/<model>/<track>``.
 
-    ``options`` are those of :func:`split_span`.
+    ``options`` are those of :func:`split_span`. Separators that can stream
+    (Demucs models) read the file and write the stems block by block, so memory
+    stays bounded whatever the file's length; others get the span in memory.
     """
+    if hasattr(separator, "separate_stream"):
+        info = open_span(source, start, duration)
+        whole = info.start_frame == 0 and info.frames == info.file_frames
+        folder = output_folder(Path(out_dir), separator.name, info, whole)
+        return stream_split(info, separator, folder, **options)
     span = read_span(source, start, duration)
     whole = span.start_frame == 0 and span.frames == span.file_frames
     folder = output_folder(Path(out_dir), separator.name, span, whole)
@@ -148,6 +170,174 @@ def split_span(
     return SplitResult(folder, targets, manifest, span.samplerate, span.frames)
 
 
+class _Resampler:
+    """Streaming soxr (same filter as :func:`resample`) on ``(channels, n)`` blocks."""
+
+    def __init__(self, from_rate: int, to_rate: int, channels: int) -> None:
+        self._stream = None
+        if from_rate != to_rate:
+            import soxr
+
+            self._stream = soxr.ResampleStream(
+                from_rate, to_rate, channels, dtype="float32", quality="VHQ"
+            )
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return block
+        out = self._stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32), last)
+        return np.ascontiguousarray(out.T)
+
+
+def _mix_statistics(
+    info: SpanInfo, model_rate: int, should_cancel: CancelCheck | None
+) -> tuple[float, float, int, hashlib._Hash]:
+    """First pass: mean, std and length of the mono sum at the model's rate, as
+    :class:`DemucsSeparator` computes them, and the span hash over channel 0."""
+    digest = hashlib.sha256(str(info.samplerate).encode())
+    to_model = _Resampler(info.samplerate, model_rate, 1)
+    total = total_sq = 0.0
+    count = 0
+
+    def add(mono: np.ndarray) -> None:
+        nonlocal total, total_sq, count
+        values = mono.astype(np.float64)
+        total += float(values.sum())
+        total_sq += float(np.dot(values, values))
+        count += values.size
+
+    for block in iter_span(info):
+        if should_cancel is not None and should_cancel():
+            raise CancelledError()
+        digest.update(block[0].tobytes())
+        add(to_model(block.mean(axis=0, dtype=np.float32)[None])[0])
+    add(to_model(np.zeros((1, 0), np.float32), last=True)[0])
+    mean = total / count
+    variance = max(0.0, (total_sq - count * mean * mean) / max(1, count - 1))
+    return mean, float(np.sqrt(variance)), count, digest
+
+
+def stream_split(
+    info: SpanInfo,
+    separator: Separator,
+    folder: Path,
+    *,
+    two_stems: str | None = None,
+    sample_format: SampleFormat = "float32",
+    sum_to_input: bool = True,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> SplitResult:
+    """:func:`split_span` straight from a file, in bounded memory.
+
+    Two passes over the span (from :func:`~daw_bridge.audio.io.open_span`):
+    the first measures the mix level the model is normalised by, the second
+    separates block by block (the engine's overlap-add only needs neighbouring
+    segments) and appends each finished block to the stem files, which appear
+    under their names only when complete. Same stems as :func:`split_span`
+    (float rounding aside), with a memory use independent of the length.
+    """
+    sources = list(separator.sources)
+    if two_stems is not None and two_stems not in sources:
+        raise InvalidOptionError(
+            f"--two-stems {two_stems!r} is not a stem of model {separator.name}.",
+            f"Use one of: {', '.join(sources)}.",
+        )
+    report = progress or (lambda _fraction: None)
+    stem_names = [two_stems, f"no_{two_stems}"] if two_stems else sources
+    targets = {name: folder / f"{name}.wav" for name in stem_names}
+    for target in [*targets.values(), folder / MANIFEST_NAME]:
+        ensure_writable(target, overwrite)  # fail before minutes of inference
+    started = time.perf_counter()
+    model_rate = separator.samplerate
+    mean, std, model_frames, digest = _mix_statistics(info, model_rate, should_cancel)
+    report(_READ_SHARE)
+
+    originals: deque[np.ndarray] = deque()  # source-rate mix blocks not yet written
+
+    def model_blocks() -> Iterator[np.ndarray]:
+        to_model = _Resampler(info.samplerate, model_rate, info.channels)
+        for block in iter_span(info):
+            if info.channels > 1:
+                digest.update(block[1].tobytes())
+            originals.append(block)
+            yield to_model(block)
+        yield to_model(np.zeros((info.channels, 0), np.float32), last=True)
+
+    stems_in = separator.separate_stream(
+        model_blocks(),
+        channels=info.channels,
+        mean=mean,
+        std=std,
+        frames_hint=model_frames,
+        progress=_scaled(report, _READ_SHARE, 1.0 - _WRITE_SHARE),
+        should_cancel=should_cancel,
+    )
+    count = len(sources)
+    back = _Resampler(model_rate, info.samplerate, count * info.channels)
+    with contextlib.ExitStack() as stack:
+        writers = {
+            name: stack.enter_context(
+                open_writer(target, info.samplerate, info.channels, sample_format, overwrite)
+            )
+            for name, target in targets.items()
+        }
+        written = 0
+
+        def take_mix(frames: int) -> np.ndarray:
+            pieces, needed = [], frames
+            while needed:
+                block = originals[0]
+                piece, rest = block[:, :needed], block[:, needed:]
+                pieces.append(piece)
+                needed -= piece.shape[1]
+                if rest.shape[1]:
+                    originals[0] = rest
+                else:
+                    originals.popleft()
+            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+
+        def write(estimates: np.ndarray) -> None:
+            nonlocal written
+            frames = min(estimates.shape[-1], info.frames - written)
+            if frames <= 0:
+                return
+            estimates = estimates[..., :frames]
+            mix = take_mix(frames)
+            stems = dict(zip(sources, estimates, strict=True))
+            if two_stems is not None:
+                kept = stems[two_stems]
+                stems = {two_stems: kept, f"no_{two_stems}": (mix - kept).astype(np.float32)}
+            elif sum_to_input:
+                target = RESIDUAL_STEM if RESIDUAL_STEM in stems else sources[-1]
+                residual = mix - np.sum(list(stems.values()), axis=0, dtype=np.float64)
+                stems[target] = (stems[target] + residual).astype(np.float32)
+            for name, writer in writers.items():
+                writer.write(stems[name])
+            written += frames
+
+        def resampled_back(estimates: np.ndarray, last: bool = False) -> np.ndarray:
+            flat = estimates.reshape(count * info.channels, -1)
+            return back(flat, last).reshape(count, info.channels, -1)
+
+        for estimates in stems_in:
+            write(resampled_back(estimates))
+        write(resampled_back(np.zeros((count, info.channels, 0), np.float32), last=True))
+        if written < info.frames:  # as resample(..., length=frames) pads
+            write(np.zeros((count, info.channels, info.frames - written), np.float32))
+    elapsed = time.perf_counter() - started
+    span_sha256 = digest.hexdigest()
+    manifest = folder / MANIFEST_NAME
+    document = _manifest(
+        separator, info, targets, sample_format, sum_to_input, two_stems, elapsed, span_sha256
+    )
+    with atomic_output(manifest, overwrite) as temporary:
+        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    report(1.0)
+    return SplitResult(folder, targets, manifest, info.samplerate, info.frames)
+
+
 def _scaled(report: Callable[[float], None], low: float, high: float) -> ProgressCallback:
     return lambda fraction: report(low + (high - low) * fraction)
 
@@ -161,12 +351,13 @@ def _version(package: str) -> str | None:
 
 def _manifest(
     separator: Separator,
-    span: AudioSpan,
+    span: AudioSpan | SpanInfo,
     targets: dict[str, Path],
     sample_format: str,
     sum_to_input: bool,
     two_stems: str | None,
     elapsed: float,
+    span_sha256: str | None = None,
 ) -> dict:
     # A two-stem split sums exactly by construction: no_X is the mix minus X.
     residual = f"no_{two_stems}" if two_stems else (RESIDUAL_STEM if sum_to_input else None)
@@ -181,7 +372,7 @@ def _manifest(
         "input": {
             "path": str(span.source.resolve()),
             "file_sha256": file_sha256(span.source),
-            "span_sha256": span.content_sha256(),
+            "span_sha256": span_sha256 or span.content_sha256(),
             "start_frame": span.start_frame,
             "start_seconds": span.start_frame / span.samplerate,
             "file_frames": span.file_frames,

@@ -187,3 +187,30 @@ def test_check_span_validates_from_the_header_alone(tmp_path):
     check_span(path, 0.25, 0.5)  # fine: no error
     with pytest.raises(AudioInputError, match="runs past the end"):
         check_span(path, 0.75, 0.5)
+
+
+def test_iter_span_streams_the_span_in_blocks(tmp_path):
+    from daw_bridge.audio.io import iter_span, open_span
+
+    samples = noise(2, 2.0)
+    source = write_wav(tmp_path / "a.wav", samples)
+    info = open_span(source, 0.25, 1.5)
+    blocks = list(iter_span(info, block_frames=10_000))
+    assert max(b.shape[1] for b in blocks) == 10_000
+    np.testing.assert_array_equal(
+        np.concatenate(blocks, axis=1), read_span(source, 0.25, 1.5).samples
+    )
+
+
+def test_streamed_writer_is_atomic_and_warns_on_clipping(tmp_path, caplog):
+    from daw_bridge.audio.io import open_writer
+
+    target = tmp_path / "stem.wav"
+    with pytest.raises(RuntimeError), open_writer(target, 44100, 2) as writer:
+        writer.write(np.zeros((2, 100), np.float32))
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with caplog.at_level("WARNING"), open_writer(target, 44100, 2, "int16") as writer:
+        writer.write(np.full((2, 100), 0.5, np.float32))
+        writer.write(np.full((2, 100), 2.0, np.float32))
+    assert read_span(target).frames == 200 and "will clip" in caplog.text

@@ -41,7 +41,9 @@ def mix_of(seconds: float, seed: int = 0) -> torch.Tensor:
 def test_matches_apply_model_without_shifts(model, seconds, overlap, batch_size):
     mix = mix_of(seconds)
     reference = apply_model(model, mix[None], shifts=0, split=True, overlap=overlap)[0]
-    engine = DemucsEngine([model], overlap=overlap, batch_size=batch_size, device="cpu")
+    engine = DemucsEngine(
+        [model], overlap=overlap, batch_size=batch_size, device="cpu", backend="torch"
+    )
     assert relative_error(engine.apply(mix), reference) < 1e-4
 
 
@@ -52,14 +54,14 @@ def test_matches_apply_model_with_one_seeded_shift(model):
     mix = mix_of(1.65)
     random.seed(7)
     reference = apply_model(model, mix[None], shifts=1, split=True)[0]
-    engine = DemucsEngine([model], shifts=1, seed=7, device="cpu")
+    engine = DemucsEngine([model], shifts=1, seed=7, device="cpu", backend="torch")
     assert relative_error(engine.apply(mix), reference) < 1e-4
 
 
 def test_shifts_average_several_shifted_passes(model):
     mix = mix_of(1.25)
-    plain = DemucsEngine([model], device="cpu").apply(mix)
-    shifted = DemucsEngine([model], shifts=2, seed=3, device="cpu").apply(mix)
+    plain = DemucsEngine([model], device="cpu", backend="torch").apply(mix)
+    shifted = DemucsEngine([model], shifts=2, seed=3, device="cpu", backend="torch").apply(mix)
     assert shifted.shape == plain.shape
     # Random weights are not shift-equivariant, so the average must differ from one pass.
     assert relative_error(shifted, plain) > 1e-3
@@ -70,7 +72,7 @@ def test_bag_of_models_matches_apply_model():
     weights = [[1.0, 0.0, 0.5, 1.0], [0.0, 1.0, 0.5, 1.0]]
     mix = mix_of(1.5)
     reference = apply_model(BagOfModels(models, weights), mix[None], shifts=0)[0]
-    ours = DemucsEngine(models, weights, device="cpu").apply(mix)
+    ours = DemucsEngine(models, weights, device="cpu", backend="torch").apply(mix)
     assert relative_error(ours, reference) < 1e-4
 
 
@@ -78,7 +80,7 @@ def test_segments_are_batched_in_one_forward_pass(model):
     seen: list[int] = []
     handle = model.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape[0]))
     try:
-        DemucsEngine([model], batch_size=3, device="cpu").apply(mix_of(3.0))
+        DemucsEngine([model], batch_size=3, device="cpu", backend="torch").apply(mix_of(3.0))
     finally:
         handle.remove()
     # 3 s with 1 s segments and a 0.75 s stride is 4 segments: one batch of 3, one of 1.
@@ -87,7 +89,9 @@ def test_segments_are_batched_in_one_forward_pass(model):
 
 def test_progress_reports_real_fraction_done(model):
     fractions: list[float] = []
-    DemucsEngine([model], batch_size=1, device="cpu").apply(mix_of(3.0), fractions.append)
+    DemucsEngine([model], batch_size=1, device="cpu", backend="torch").apply(
+        mix_of(3.0), fractions.append
+    )
     assert fractions == pytest.approx([0.25, 0.5, 0.75, 1.0])
 
 
@@ -99,7 +103,7 @@ def test_cancel_stops_before_the_next_batch(model):
     done: list[float] = []
     try:
         with pytest.raises(CancelledError):
-            DemucsEngine([model], batch_size=1, device="cpu").apply(
+            DemucsEngine([model], batch_size=1, device="cpu", backend="torch").apply(
                 mix_of(3.0), done.append, should_cancel=lambda: len(done) >= 1
             )
     finally:
@@ -112,7 +116,7 @@ def test_separator_normalises_like_demucs_and_restores_the_level(model):
     reference_in = mix.mean(0)
     mean, std = reference_in.mean(), reference_in.std() + 1e-8
     expected = apply_model(model, ((mix - mean) / std)[None], shifts=0)[0] * std + mean
-    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu"))
+    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu", backend="torch"))
     stems = separator.separate(mix.numpy())
     assert stems.shape == (4, 2, mix.shape[1]) and stems.dtype == np.float32
     assert relative_error(torch.from_numpy(stems), expected) < 1e-4
@@ -120,7 +124,7 @@ def test_separator_normalises_like_demucs_and_restores_the_level(model):
 
 def test_mono_input_gives_mono_stems(model):
     mono = mix_of(1.0)[:1]
-    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu"))
+    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu", backend="torch"))
     stems = separator.separate(mono.numpy())
     stereo = separator.separate(mono.expand(2, -1).numpy())
     assert stems.shape == (4, 1, mono.shape[1])
@@ -128,7 +132,7 @@ def test_mono_input_gives_mono_stems(model):
 
 
 def test_silence_gives_silent_stems(model):
-    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu"))
+    separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu", backend="torch"))
     stems = separator.separate(np.zeros((2, SR), dtype=np.float32))
     assert np.all(np.isfinite(stems)) and np.abs(stems).max() < 1e-6
 
@@ -176,12 +180,12 @@ def test_full_size_htdemucs_matches_apply_model():
     else:
         mix = mix_of(10.0)
     reference = apply_model(full, mix[None], shifts=0, split=True, overlap=0.25)[0]
-    ours = DemucsEngine([full], batch_size=2, device="cpu").apply(mix)
+    ours = DemucsEngine([full], batch_size=2, device="cpu", backend="torch").apply(mix)
     assert relative_error(ours, reference) < 1e-4
 
 
 def test_one_segment_per_pass_on_cpu_by_default(model):
-    assert DemucsEngine([model], device="cpu").batch_size == 1
+    assert DemucsEngine([model], device="cpu", backend="torch").batch_size == 1
 
 
 def test_cancel_interrupts_a_forward_pass_between_layers(model):
@@ -193,7 +197,7 @@ def test_cancel_interrupts_a_forward_pass_between_layers(model):
 
     done: list[float] = []
     with pytest.raises(CancelledError):
-        DemucsEngine([model], device="cpu").apply(
+        DemucsEngine([model], device="cpu", backend="torch").apply(
             mix_of(1.0), done.append, cancel_after_a_few_layers
         )
     assert done == []  # stopped inside the first segment's forward pass

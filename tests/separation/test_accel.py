@@ -1,0 +1,155 @@
+"""The accelerated CPU backends (network core in ONNX Runtime / OpenVINO) and their fallbacks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from fractions import Fraction
+
+import pytest
+import torch
+from demucs.apply import apply_model
+from demucs.htdemucs import HTDemucs
+
+from daw_bridge.errors import CancelledError, InvalidOptionError
+from daw_bridge.separation import accel
+from daw_bridge.separation.engine import DemucsEngine
+from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core, supports_core
+from tests.conftest import SHARED_MODELS, tiny_htdemucs
+
+SR = 44100
+INSTALLED = [b for b in ("onnxruntime", "openvino") if accel.backend_available(b)]
+
+
+def rel_db(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return 20 * torch.log10((ours - reference).norm() / reference.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_htdemucs(seed=4)
+
+
+def mix_of(seconds: float, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(2, int(seconds * SR), generator=generator)
+
+
+def test_core_split_reproduces_the_forward_pass_exactly(model):
+    mix = mix_of(0.7)[None]  # shorter than the segment: padded and cut like forward
+    assert supports_core(model)
+    core = HTDemucsCore(model)
+    with torch.inference_mode():
+        assert torch.equal(forward_with_core(model, mix, core), model(mix))
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_accelerated_backends_stay_within_80_db_of_torch(model, backend):
+    mix = mix_of(2.3)
+    exact = DemucsEngine([model], device="cpu", backend="torch").apply(mix)
+    engine = DemucsEngine([model], device="cpu", backend=backend)
+    fast = engine.apply(mix)
+    assert engine.backend == backend
+    assert rel_db(fast, exact) < -80
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
+def test_auto_picks_openvino_for_htdemucs_on_cpu(model):
+    expected = "openvino" if "openvino" in INSTALLED else "torch"
+    assert DemucsEngine([model], device="cpu").backend == expected
+
+
+def test_missing_runtime_falls_back_to_torch_loudly(model, monkeypatch, caplog):
+    monkeypatch.setattr("daw_bridge.separation.engine.backend_available", lambda _b: False)
+    with caplog.at_level(logging.WARNING):
+        engine = DemucsEngine([model], device="cpu")
+    assert engine.backend == "torch"
+    assert "pip install openvino onnx" in caplog.text
+
+
+def test_a_missing_backend_asked_for_by_name_is_an_error(model, monkeypatch):
+    monkeypatch.setattr("daw_bridge.separation.engine.backend_available", lambda _b: False)
+    with pytest.raises(InvalidOptionError, match="pip install onnxruntime onnx"):
+        DemucsEngine([model], device="cpu", backend="onnxruntime")
+    with pytest.raises(InvalidOptionError, match="Unknown backend"):
+        DemucsEngine([model], device="cpu", backend="tensorrt9")
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
+def test_a_failing_backend_falls_back_to_torch_loudly(model, monkeypatch, caplog):
+    mix = mix_of(1.2)
+    exact = DemucsEngine([model], device="cpu", backend="torch").apply(mix)
+    engine = DemucsEngine([model], device="cpu", backend=INSTALLED[0])
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("export exploded")
+
+    monkeypatch.setattr(accel.AcceleratedCore, "__call__", broken)
+    with caplog.at_level(logging.WARNING):
+        out = engine.apply(mix)
+    assert engine.backend == "torch"
+    assert "export exploded" in caplog.text and "falling back" in caplog.text
+    assert torch.equal(out, exact)
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
+def test_the_exported_core_is_cached_on_disk(model):
+    DemucsEngine([model], device="cpu", backend=INSTALLED[0]).prepare()
+    files = list(accel.compiled_dir().glob("htdemucs-core-*.onnx"))
+    assert files
+    stamp = {f: f.stat().st_mtime_ns for f in files}
+    DemucsEngine([model], device="cpu", backend=INSTALLED[0]).prepare()
+    assert {f: f.stat().st_mtime_ns for f in accel.compiled_dir().glob("*.onnx")} == stamp
+
+
+def test_accelerated_backends_are_for_the_cpu_only(model):
+    if torch.cuda.is_available():
+        with pytest.raises(InvalidOptionError, match="CPU only"):
+            DemucsEngine([model], device="cuda", backend="onnxruntime")
+    assert DemucsEngine([model], device="cpu", backend="torch").backend == "torch"
+
+
+def test_cancel_stops_a_native_call_from_a_watcher_thread():
+    flag = threading.Event()
+    stopped = threading.Event()
+    with accel._watch_cancel(flag.is_set, stopped.set) as hit:
+        flag.set()
+        assert stopped.wait(2.0)  # the native call would be terminated here
+    assert hit()
+    flag.set()
+    with pytest.raises(CancelledError), accel._watch_cancel(flag.is_set, stopped.set):
+        pass  # already cancelled: the call never starts
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
+def test_cancel_during_an_accelerated_pass(model):
+    engine = DemucsEngine([model], device="cpu", backend=INSTALLED[0])
+    engine.prepare()
+    polls = {"count": 0}
+
+    def from_the_watcher_on() -> bool:  # 1: between batches, 2: before the native call
+        polls["count"] += 1
+        return polls["count"] > 2
+
+    done: list[float] = []
+    with pytest.raises(CancelledError):
+        engine.apply(mix_of(3.0), done.append, from_the_watcher_on)
+    assert len(done) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
+@pytest.mark.skipif(
+    not (SHARED_MODELS / "htdemucs_kwargs.json").is_file(), reason="no htdemucs_kwargs.json"
+)
+def test_full_size_htdemucs_default_backend_is_within_60_db_of_apply_model():
+    """The acceptance bar is -40 dB; measured about -88 dB (benchmarks/throughput.py)."""
+    spec = json.loads((SHARED_MODELS / "htdemucs_kwargs.json").read_text())
+    torch.manual_seed(0)
+    full = HTDemucs(**spec["kwargs"], segment=Fraction(*spec["segment_fraction"])).eval()
+    mix = mix_of(5.0)  # one segment
+    reference = apply_model(full, mix[None], shifts=0, split=True, overlap=0.25)[0]
+    engine = DemucsEngine([full], device="cpu")
+    assert engine.backend == ("openvino" if "openvino" in INSTALLED else "torch")
+    assert rel_db(engine.apply(mix), reference) < -60
