@@ -15,11 +15,13 @@ involved, so only the first load of a model pays for the export.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import json
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -178,7 +180,20 @@ class AcceleratedCore:
                 path = _cached_onnx(self.model, mix, mag, self.backend)
                 build = _ort_runner if self.backend == "onnxruntime" else _openvino_runner
                 runner = self._runners[key] = build(path, self.threads)
+                _return_freed_memory()
         return runner
+
+
+def _return_freed_memory() -> None:
+    """Give back the gigabytes an export or compile freed.
+
+    Exporting full-size htdemucs peaks at about 5.2 GB and glibc keeps the freed
+    pages: measured, a process stayed at 4.5 GB RSS afterwards, 1.1 GB after
+    ``malloc_trim``. A resident server must not sit on that.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _ort_runner(path: Path, threads: int) -> Callable:
