@@ -86,7 +86,9 @@ def free_address() -> str:
 class ServerProcess:
     """A real ``daw-bridge serve`` on a free port, with its own state, cache and preset folders."""
 
-    def __init__(self, model: Path, state: Path, *extra: str) -> None:
+    def __init__(
+        self, model: Path, state: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.address = free_address()
         self.log = state / "server.log"
         state.mkdir(parents=True, exist_ok=True)
@@ -95,6 +97,7 @@ class ServerProcess:
             "DAW_BRIDGE_STATE_DIR": str(state),
             "DAW_BRIDGE_CACHE_DIR": str(state / "w"),
             "DAW_BRIDGE_PRESET_DIR": str(state / "presets"),
+            **(env or {}),
         }
         command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", self.address]
         command += ["--model", str(model), "--device", "cpu", *extra]

@@ -265,6 +265,15 @@ def open_span(path: Path | str, start: float = 0.0, duration: float | None = Non
     return SpanInfo(path, plan.samplerate, channels, plan.first, plan.count, plan.total)
 
 
+def span_sha256(info: SpanInfo) -> str:
+    """:meth:`AudioSpan.content_sha256` without holding the span: one pass per channel."""
+    digest = hashlib.sha256(str(info.samplerate).encode())
+    for channel in range(info.channels):
+        for block in iter_span(info):
+            digest.update(np.ascontiguousarray(block[channel], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def iter_span(info: SpanInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
     """Decode the span in ``(channels, n)`` float32 blocks, validated like :func:`read_span`.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -11,14 +12,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daw_bridge.audio.io import read_span
+from daw_bridge.audio.io import open_span, read_span, span_sha256
 from daw_bridge.errors import CancelledError, DawBridgeError
 from daw_bridge.files import ensure_writable, publish, temporary_sibling
 from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
 from daw_bridge.presets.library import load as load_preset
 from daw_bridge.presets.schema import Preset
-from daw_bridge.separation.pipeline import split_span
+from daw_bridge.separation.pipeline import split_span, stream_split
 from daw_bridge.server.cache import StemCache, cache_key
 from daw_bridge.server.jobs import Job, JobStore
 from daw_bridge.server.models import ModelPool
@@ -116,8 +117,12 @@ class Worker(threading.Thread):
         fingerprint = _fingerprint(path, start, duration)
         known = self._spans.get(fingerprint)
         if known is None:
-            span = read_span(path, start, duration)
-            known = (span.content_sha256(), span.samplerate, span.frames)
+            info = open_span(path, start, duration)
+            if _streamed(info.frames, info.samplerate):
+                known = (span_sha256(info), info.samplerate, info.frames)
+            else:
+                span = read_span(path, start, duration)
+                known = (span.content_sha256(), span.samplerate, span.frames)
             self._remember(fingerprint, known)
         model = options.get("model") or self.pool.default
         settings = {
@@ -132,16 +137,19 @@ class Worker(threading.Thread):
         entry = self.cache.lookup(key)
         cached = entry is not None
         if entry is None:
-            span = span or read_span(path, start, duration)
             separator = self.pool.get(model, settings["shifts"])
+            # Long spans go from the file to the stems in blocks: memory stays bounded.
+            stream = _streamed(known[2], known[1]) and hasattr(separator, "separate_stream")
+            if not stream:
+                span = span or read_span(path, start, duration)
             two = settings["two_stems"]
             names = [two, f"no_{two}"] if two else list(separator.sources)
             for name in [*(f"{n}.wav" for n in names), "manifest.json"]:
                 ensure_writable(folder / name, overwrite)  # before minutes of inference
             staging = self.cache.staging()
             try:
-                split_span(
-                    span,
+                (stream_split if stream else split_span)(
+                    open_span(path, start, duration) if stream else span,
                     separator,
                     staging,
                     two_stems=settings["two_stems"],
@@ -209,6 +217,16 @@ class Worker(threading.Thread):
         self._spans[fingerprint] = known
         while len(self._spans) > _REMEMBERED_SPANS:
             self._spans.pop(next(iter(self._spans)))
+
+
+#: Spans longer than this (seconds) are hashed and separated from the file in blocks.
+STREAM_SECONDS_ENV = "DAW_BRIDGE_STREAM_SECONDS"
+_STREAM_SECONDS_DEFAULT = 300.0
+
+
+def _streamed(frames: int, samplerate: int) -> bool:
+    limit = float(os.environ.get(STREAM_SECONDS_ENV) or _STREAM_SECONDS_DEFAULT)
+    return frames > limit * samplerate
 
 
 def _fingerprint(path: Path, start: float, duration: float | None) -> tuple:

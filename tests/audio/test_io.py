@@ -214,3 +214,13 @@ def test_streamed_writer_is_atomic_and_warns_on_clipping(tmp_path, caplog):
         writer.write(np.full((2, 100), 0.5, np.float32))
         writer.write(np.full((2, 100), 2.0, np.float32))
     assert read_span(target).frames == 200 and "will clip" in caplog.text
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_streamed_span_hash_is_the_span_content_hash(tmp_path, channels: int) -> None:
+    from daw_bridge.audio.io import open_span, span_sha256
+
+    path = write_wav(tmp_path / "a.wav", noise(channels, seconds=3.0), 44100)
+    expected = read_span(path, 0.7, 1.9).content_sha256()
+    assert span_sha256(open_span(path, 0.7, 1.9)) == expected
+    assert span_sha256(open_span(path, 0.7, 1.8)) != expected

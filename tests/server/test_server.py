@@ -77,6 +77,34 @@ def test_submit_streams_progress_and_writes_stems_that_sum_to_the_span(client, s
     assert client.result(job)["state"] == "done"  # fetchable again by id
 
 
+def test_long_spans_are_separated_from_the_file_in_blocks_with_the_same_stems(
+    client, tiny_checkpoint, song, tmp_path
+):
+    """Above DAW_BRIDGE_STREAM_SECONDS the worker streams; stems and cache keys agree."""
+    streaming = ServerProcess(
+        tiny_checkpoint, tmp_path / "state", env={"DAW_BRIDGE_STREAM_SECONDS": "1"}
+    )
+    try:
+        with Client(streaming.address, timeout=30) as other:
+            first = other.wait(other.submit(song, tmp_path / "a", start=0.5, duration=2.0))
+            again = other.wait(other.submit(song, tmp_path / "b", start=0.5, duration=2.0))
+    finally:
+        streaming.kill()
+    whole = client.wait(client.submit(song, tmp_path / "c", start=0.5, duration=2.0))
+    assert (first["state"], first["result"]["cached"], again["result"]["cached"]) == (
+        "done",
+        False,
+        True,  # the streamed span hash is the span's content hash
+    )
+    for name, path in whole["result"]["stems"].items():
+        expected = read_span(path).samples
+        np.testing.assert_allclose(
+            read_span(first["result"]["stems"][name]).samples, expected, atol=1e-5
+        )
+    manifests = [json.loads(Path(r["result"]["manifest"]).read_text()) for r in (first, whole)]
+    assert manifests[0]["input"]["span_sha256"] == manifests[1]["input"]["span_sha256"]
+
+
 def test_same_audio_again_is_a_cache_hit_under_100_ms(client, song, tmp_path):
     first = client.wait(client.submit(song, tmp_path / "a"))
     started = time.perf_counter()
