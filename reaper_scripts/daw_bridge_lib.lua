@@ -241,6 +241,33 @@ local function color_of(status, stem)
   return reaper.ColorToNative(tonumber(r), tonumber(g), tonumber(b)) | 0x1000000
 end
 
+local function ext(track, key)
+  local _, value = reaper.GetSetMediaTrackInfo_String(track, "P_EXT:" .. key, "", false)
+  return value
+end
+
+-- The stem folder an earlier click made for `source` and `title`, if it still has
+-- every child we need: later clicks on the same track add to the same tracks.
+local function existing_folder(source, title, children)
+  local guid = track_guid(source)
+  for index = 0, reaper.CountTracks(0) - 1 do
+    local folder = reaper.GetTrack(0, index)
+    if ext(folder, "daw_bridge_source") == guid and ext(folder, "daw_bridge_title") == title then
+      local tracks, folder_guid = {}, track_guid(folder)
+      for child_index = index + 1, reaper.CountTracks(0) - 1 do
+        local child = reaper.GetTrack(0, child_index)
+        local parent = reaper.GetParentTrack(child)
+        if not parent or track_guid(parent) ~= folder_guid then break end
+        tracks[ext(child, "daw_bridge_child")] = child
+      end
+      local complete = true
+      for _, child in ipairs(children) do complete = complete and tracks[child.id] ~= nil end
+      if complete then return tracks end
+    end
+  end
+  return nil
+end
+
 -- A folder track right below `source`, named after it, with `children` inside.
 local function create_folder(source, title, children, status, colors)
   local index = math.floor(reaper.GetMediaTrackInfo_Value(source, "IP_TRACKNUMBER"))
@@ -250,12 +277,14 @@ local function create_folder(source, title, children, status, colors)
   local _, source_name = reaper.GetTrackName(source)
   set_name(folder, source_name .. " stems" .. (title ~= "" and (" - " .. title) or ""))
   reaper.GetSetMediaTrackInfo_String(folder, "P_EXT:daw_bridge_source", track_guid(source), true)
+  reaper.GetSetMediaTrackInfo_String(folder, "P_EXT:daw_bridge_title", title, true)
   reaper.SetMediaTrackInfo_Value(folder, "I_FOLDERDEPTH", 1)
   local tracks = {}
   for offset, child in ipairs(children) do
     reaper.InsertTrackAtIndex(index + offset, false)
     local track = reaper.GetTrack(0, index + offset)
     set_name(track, child.label)
+    reaper.GetSetMediaTrackInfo_String(track, "P_EXT:daw_bridge_child", child.id, true)
     local color = colors and color_of(status, child.stem)
     if color then reaper.SetMediaTrackInfo_Value(track, "I_CUSTOMCOLOR", color) end
     reaper.SetMediaTrackInfo_Value(track, "I_FOLDERDEPTH", 0)
@@ -330,8 +359,9 @@ function M.insert(job, status)
     local group = groups[id]
     local keys = {}
     for _, entry in ipairs(group.entries) do keys[#keys + 1] = entry.key end
-    local tracks = create_folder(group.track, group.label, children_of(status, keys), status,
-      settings.colors == "1")
+    local children = children_of(status, keys)
+    local tracks = existing_folder(group.track, group.label, children)
+      or create_folder(group.track, group.label, children, status, settings.colors == "1")
     for _, entry in ipairs(group.entries) do
       local key = entry.key
       local offset = tonumber(status["item." .. key .. ".offset"]) or 0

@@ -328,3 +328,22 @@ def test_the_client_starts_in_the_background_without_a_console_window(
         (call,) = reaper.exec_calls
         assert call.timeoutmsec == timeout  # -1: no wait; -2: no wait, minimized
         assert len(reaper.find_track("Vocals").items) == 1
+
+
+def test_a_later_click_on_the_same_track_adds_to_its_stem_tracks(reaper, server, source) -> None:
+    configure(reaper, server.address)
+    track = reaper.add_track("Keys")
+    first = reaper.add_audio_item(track, source, 0.0, 1.0)
+    second = reaper.add_audio_item(track, source, 4.0, 1.0, startoffs=2.0)
+    reaper.select_items(first)
+    run_action(reaper, SPLIT)
+    reaper.select_items(second)
+    run_action(reaper, SPLIT)
+    assert reaper.track_tree() == ["Keys", "Keys stems", *(f"  {s}" for s in STEMS)]
+    assert [item.position for item in stem_items(reaper, "Vocals")] == [0.0, 4.0]
+    assert len(reaper.undo_points) == 2  # one per click
+    reaper.select_items(first)  # a preset is another set of tracks
+    reaper.menu_answers.append(lambda menu: menu.split("|").index("karaoke") + 1)
+    run_action(reaper, ACTIONS[3].file)
+    assert reaper.track_tree()[1] == "Keys stems - karaoke"
+    assert reaper.track_tree().count("Keys stems") == 1
