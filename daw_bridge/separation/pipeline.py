@@ -57,6 +57,44 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def stem_names(separator: Separator, two_stems: str | None = None) -> list[str]:
+    """The stems a split writes: the model's, or ``X`` and ``no_X`` for two stems."""
+    sources = list(separator.sources)
+    if two_stems is None:
+        return sources
+    if two_stems not in sources:
+        raise InvalidOptionError(
+            f"--two-stems {two_stems!r} is not a stem of model {separator.name}.",
+            f"Use one of: {', '.join(sources)}.",
+        )
+    return [two_stems, f"no_{two_stems}"]
+
+
+def stem_targets(
+    separator: Separator, folder: Path, two_stems: str | None, overwrite: bool
+) -> dict[str, Path]:
+    """Stem files by name; fails before minutes of inference if one may not be written."""
+    targets = {name: folder / f"{name}.wav" for name in stem_names(separator, two_stems)}
+    for target in [*targets.values(), folder / MANIFEST_NAME]:
+        ensure_writable(target, overwrite)
+    return targets
+
+
+def _finish_stems(
+    stems: dict[str, np.ndarray], mix: np.ndarray, two_stems: str | None, sum_to_input: bool
+) -> dict[str, np.ndarray]:
+    """Two stems as ``X`` and ``mix - X``; otherwise the residual goes to ``other``."""
+    if two_stems is not None:
+        kept = stems[two_stems]
+        # The complement is defined as mix minus the stem: exact by construction.
+        return {two_stems: kept, f"no_{two_stems}": (mix - kept).astype(np.float32)}
+    if sum_to_input:
+        target = RESIDUAL_STEM if RESIDUAL_STEM in stems else list(stems)[-1]
+        residual = mix - np.sum(list(stems.values()), axis=0, dtype=np.float64)
+        stems[target] = (stems[target] + residual).astype(np.float32)
+    return stems
+
+
 def separate_span(
     separator: Separator,
     span: AudioSpan,
@@ -67,12 +105,8 @@ def separate_span(
     should_cancel: CancelCheck | None = None,
 ) -> dict[str, np.ndarray]:
     """Separate ``span`` at its own rate; every stem has exactly ``span.frames`` frames."""
+    stem_names(separator, two_stems)  # a bad --two-stems fails before inference
     sources = list(separator.sources)
-    if two_stems is not None and two_stems not in sources:
-        raise InvalidOptionError(
-            f"--two-stems {two_stems!r} is not a stem of model {separator.name}.",
-            f"Use one of: {', '.join(sources)}.",
-        )
     mix = span.samples
     model_input = resample(mix, span.samplerate, separator.samplerate)
     estimates = separator.separate(model_input, progress, should_cancel)
@@ -80,15 +114,7 @@ def separate_span(
         name: resample(estimates[i], separator.samplerate, span.samplerate, length=span.frames)
         for i, name in enumerate(sources)
     }
-    if two_stems is not None:
-        kept = stems[two_stems]
-        # The complement is defined as mix minus the stem: exact by construction.
-        return {two_stems: kept, f"no_{two_stems}": (mix - kept).astype(np.float32)}
-    if sum_to_input:
-        target = RESIDUAL_STEM if RESIDUAL_STEM in stems else sources[-1]
-        residual = mix - np.sum(list(stems.values()), axis=0, dtype=np.float64)
-        stems[target] = (stems[target] + residual).astype(np.float32)
-    return stems
+    return _finish_stems(stems, mix, two_stems, sum_to_input)
 
 
 def output_folder(
@@ -144,10 +170,7 @@ def split_span(
 ) -> SplitResult:
     """Separate ``span`` and write its stems and manifest into ``folder``."""
     report = progress or (lambda _fraction: None)
-    stem_names = [two_stems, f"no_{two_stems}"] if two_stems else list(separator.sources)
-    targets = {name: folder / f"{name}.wav" for name in stem_names}
-    for target in [*targets.values(), folder / MANIFEST_NAME]:
-        ensure_writable(target, overwrite)  # fail before minutes of inference
+    targets = stem_targets(separator, folder, two_stems, overwrite)
     report(_READ_SHARE)
 
     started = time.perf_counter()
@@ -239,16 +262,8 @@ def stream_split(
     (float rounding aside), with a memory use independent of the length.
     """
     sources = list(separator.sources)
-    if two_stems is not None and two_stems not in sources:
-        raise InvalidOptionError(
-            f"--two-stems {two_stems!r} is not a stem of model {separator.name}.",
-            f"Use one of: {', '.join(sources)}.",
-        )
     report = progress or (lambda _fraction: None)
-    stem_names = [two_stems, f"no_{two_stems}"] if two_stems else sources
-    targets = {name: folder / f"{name}.wav" for name in stem_names}
-    for target in [*targets.values(), folder / MANIFEST_NAME]:
-        ensure_writable(target, overwrite)  # fail before minutes of inference
+    targets = stem_targets(separator, folder, two_stems, overwrite)
     started = time.perf_counter()
     model_rate = separator.samplerate
     mean, std, model_frames, digest = _mix_statistics(info, model_rate, should_cancel)
@@ -305,14 +320,9 @@ def stream_split(
                 return
             estimates = estimates[..., :frames]
             mix = take_mix(frames)
-            stems = dict(zip(sources, estimates, strict=True))
-            if two_stems is not None:
-                kept = stems[two_stems]
-                stems = {two_stems: kept, f"no_{two_stems}": (mix - kept).astype(np.float32)}
-            elif sum_to_input:
-                target = RESIDUAL_STEM if RESIDUAL_STEM in stems else sources[-1]
-                residual = mix - np.sum(list(stems.values()), axis=0, dtype=np.float64)
-                stems[target] = (stems[target] + residual).astype(np.float32)
+            stems = _finish_stems(
+                dict(zip(sources, estimates, strict=True)), mix, two_stems, sum_to_input
+            )
             for name, writer in writers.items():
                 writer.write(stems[name])
             written += frames

@@ -19,7 +19,7 @@ from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
 from daw_bridge.presets.library import load as load_preset
 from daw_bridge.presets.schema import Preset
-from daw_bridge.separation.pipeline import split_span, stream_split
+from daw_bridge.separation.pipeline import split_span, stem_targets, stream_split
 from daw_bridge.server.cache import StemCache, cache_key
 from daw_bridge.server.jobs import Job, JobStore
 from daw_bridge.server.models import ModelPool
@@ -142,10 +142,7 @@ class Worker(threading.Thread):
             stream = _streamed(known[2], known[1]) and hasattr(separator, "separate_stream")
             if not stream:
                 span = span or read_span(path, start, duration)
-            two = settings["two_stems"]
-            names = [two, f"no_{two}"] if two else list(separator.sources)
-            for name in [*(f"{n}.wav" for n in names), "manifest.json"]:
-                ensure_writable(folder / name, overwrite)  # before minutes of inference
+            stem_targets(separator, folder, settings["two_stems"], overwrite)  # fail early
             staging = self.cache.staging()
             try:
                 (stream_split if stream else split_span)(
