@@ -8,9 +8,10 @@ a job with an effect preset adds ``preset=<name>`` and its processed stems as
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from daw_bridge.files import atomic_output
 
 
 def render(event: dict[str, Any]) -> str:
@@ -40,7 +41,5 @@ def _one_line(text: str) -> str:
 
 
 def write_status(path: Path, event: dict[str, Any]) -> None:
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(render(event), encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_output(Path(path), overwrite=True) as temporary:
+        temporary.write_text(render(event), encoding="utf-8")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daw_bridge.errors import DawBridgeError
-from daw_bridge.files import temporary_sibling
+from daw_bridge.files import atomic_output
 from daw_bridge.reaper import keyvalue
 from daw_bridge.reaper.actions import ACTIONS, CONFIG, LIBRARY, SCRIPTS_SUBFOLDER, scripts_folder
 
@@ -91,12 +91,8 @@ def _version() -> str:
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
-    temporary = temporary_sibling(target)
-    try:
+    with atomic_output(target, overwrite=True) as temporary:
         shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def registration(action_file: str, description: str, command_id: str) -> str:
@@ -116,12 +112,8 @@ def _register(keymap: Path) -> None:
     backup = keymap.with_name(keymap.name + ".before-daw-bridge")
     if keymap.exists() and not backup.exists():
         shutil.copyfile(keymap, backup)
-    temporary = temporary_sibling(keymap)
-    try:
+    with atomic_output(keymap, overwrite=True) as temporary:
         temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
-        os.replace(temporary, keymap)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _is_ours(line: str, command_ids: set[str]) -> bool:

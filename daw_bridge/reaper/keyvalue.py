@@ -6,9 +6,10 @@ newlines. Files are replaced atomically, so a poller never sees half a file.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from daw_bridge.files import atomic_output
 
 
 def parse(text: str) -> dict[str, str]:
@@ -34,7 +35,5 @@ def render(values: Mapping[str, object]) -> str:
 
 
 def write(path: Path, values: Mapping[str, object]) -> None:
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(render(values), encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_output(Path(path), overwrite=True) as temporary:
+        temporary.write_text(render(values), encoding="utf-8")
