@@ -33,13 +33,6 @@ local TAKE_FIELDS = { "D_PLAYRATE", "B_PPITCH", "D_PITCH", "I_CHANMODE", "D_VOL"
 ---------------------------------------------------------------------------------------
 -- Small helpers
 
-local function dir_of(path) return path:match("^(.*[/\\])") or "" end
-
-function M.script_dir()
-  local _, path = reaper.get_action_context()
-  return dir_of(path)
-end
-
 -- The resource path's own separator: right on every system REAPER runs on.
 local function separator()
   return reaper.GetResourcePath():find("\\", 1, true) and "\\" or "/"

@@ -139,8 +139,9 @@ def test_split_a_real_song_with_dsp_into_stems_that_sum_to_the_mix(tmp_path):
     np.testing.assert_allclose(sum(stems), read_span(song).samples, atol=1e-5)
 
 
-def test_client_and_server_commands_end_to_end(tmp_path, song, monkeypatch, capsys):
-    """What the README shows: serve, client split with a status file, status, shutdown."""
+@pytest.fixture
+def dsp_server(tmp_path, monkeypatch):
+    """`daw-bridge serve --model dsp` on a thread; yields the client command; shuts it down."""
     import threading
 
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -148,21 +149,26 @@ def test_client_and_server_commands_end_to_end(tmp_path, song, monkeypatch, caps
     server = threading.Thread(target=main, args=(["serve", "--bind", address, "--model", "dsp"],))
     server.start()
     try:
-        client = ["client", "--server", address, "--timeout", "30"]
-        status_file = tmp_path / "status.txt"
-        out = tmp_path / "Stems" / "Verse 1"
-        argv = [*client, "split", str(song), "--out", str(out), "--status-file", str(status_file)]
-        assert main(argv) == 0
-        printed = capsys.readouterr().out.splitlines()
-        assert printed[-5].startswith("done 100%") and len(printed) == len(set(printed))
-        assert "state=done" in status_file.read_text()
-        assert (out / "vocals.wav").is_file() and (out / "manifest.json").is_file()
-        assert main([*client, "status"]) == 0
-        assert '"model": "dsp"' in capsys.readouterr().out
+        yield ["client", "--server", address, "--timeout", "30"]
     finally:
         main(["client", "--server", address, "shutdown"])
         server.join(30)
     assert not server.is_alive()
+
+
+def test_client_and_server_commands_end_to_end(tmp_path, song, dsp_server, capsys):
+    """What the README shows: serve, client split with a status file, status, shutdown."""
+    client = dsp_server
+    status_file = tmp_path / "status.txt"
+    out = tmp_path / "Stems" / "Verse 1"
+    argv = [*client, "split", str(song), "--out", str(out), "--status-file", str(status_file)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-5].startswith("done 100%") and len(printed) == len(set(printed))
+    assert "state=done" in status_file.read_text()
+    assert (out / "vocals.wav").is_file() and (out / "manifest.json").is_file()
+    assert main([*client, "status"]) == 0
+    assert '"model": "dsp"' in capsys.readouterr().out
 
 
 def test_presets_list_show_and_validate(tmp_path, capsys, monkeypatch):
@@ -199,32 +205,21 @@ def test_split_with_a_preset_writes_processed_stems_in_a_subfolder(tmp_path, son
     assert "no preset named" in run_error(capsys, [*argv, "--preset", "nope", "--overwrite"])
 
 
-def test_client_split_with_a_preset_then_apply_another(tmp_path, song, monkeypatch, capsys):
-    import threading
-
-    address = f"tcp://127.0.0.1:{free_port()}"
-    monkeypatch.setenv("DAW_BRIDGE_STATE_DIR", str(tmp_path / "state"))
-    server = threading.Thread(target=main, args=(["serve", "--bind", address, "--model", "dsp"],))
-    server.start()
-    try:
-        client = ["client", "--server", address, "--timeout", "30"]
-        out = tmp_path / "Stems"
-        assert main([*client, "split", str(song), "--out", str(out), "--preset", "karaoke"]) == 0
-        printed = capsys.readouterr().out
-        job = next(line.split()[1] for line in printed.splitlines() if line.startswith("job "))
-        assert str(out / "karaoke" / "vocals.wav") in printed
-        status = tmp_path / "status.txt"
-        argv = [*client, "apply", job, "--preset", "acapella", "--status-file", str(status), "-q"]
-        assert main(argv) == 0
-        lines = status.read_text().splitlines()
-        assert "state=done" in lines and "preset=acapella" in lines
-        assert f"processed.vocals={out / 'acapella' / 'vocals.wav'}" in lines
-        assert f"stem.vocals={out / 'vocals.wav'}" in lines
-        assert "no preset named" in run_error(capsys, [*client, "apply", job, "--preset", "x"])
-    finally:
-        main(["client", "--server", address, "shutdown"])
-        server.join(30)
-    assert not server.is_alive()
+def test_client_split_with_a_preset_then_apply_another(tmp_path, song, dsp_server, capsys):
+    client = dsp_server
+    out = tmp_path / "Stems"
+    assert main([*client, "split", str(song), "--out", str(out), "--preset", "karaoke"]) == 0
+    printed = capsys.readouterr().out
+    job = next(line.split()[1] for line in printed.splitlines() if line.startswith("job "))
+    assert str(out / "karaoke" / "vocals.wav") in printed
+    status = tmp_path / "status.txt"
+    argv = [*client, "apply", job, "--preset", "acapella", "--status-file", str(status), "-q"]
+    assert main(argv) == 0
+    lines = status.read_text().splitlines()
+    assert "state=done" in lines and "preset=acapella" in lines
+    assert f"processed.vocals={out / 'acapella' / 'vocals.wav'}" in lines
+    assert f"stem.vocals={out / 'vocals.wav'}" in lines
+    assert "no preset named" in run_error(capsys, [*client, "apply", job, "--preset", "x"])
 
 
 def test_backend_option_picks_the_path_and_openvino_stays_within_minus_60_db_of_torch(

@@ -26,6 +26,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -213,15 +214,11 @@ def _ort_runner(path: Path, threads: int) -> Callable:
 
     def run(mix, mag, should_cancel):
         run_options = ort.RunOptions()
-        with _watch_cancel(should_cancel, lambda: setattr(run_options, "terminate", True)) as hit:
-            try:
-                x, xt = session.run(None, {"mix": mix, "mag": mag}, run_options)
-            except Exception:
-                if hit():
-                    raise CancelledError() from None
-                raise
-        if hit():
-            raise CancelledError()
+        x, xt = _cancellable(
+            lambda: session.run(None, {"mix": mix, "mag": mag}, run_options),
+            should_cancel,
+            lambda: setattr(run_options, "terminate", True),
+        )
         return x, xt
 
     return run
@@ -240,18 +237,28 @@ def _openvino_runner(path: Path, threads: int) -> Callable:
     outputs = compiled.outputs
 
     def run(mix, mag, should_cancel):
-        with _watch_cancel(should_cancel, request.cancel) as hit:
-            try:
-                result = request.infer({"mix": mix, "mag": mag})
-            except Exception:
-                if hit():
-                    raise CancelledError() from None
-                raise
-        if hit():
-            raise CancelledError()
+        result = _cancellable(
+            lambda: request.infer({"mix": mix, "mag": mag}), should_cancel, request.cancel
+        )
         return result[outputs[0]].copy(), result[outputs[1]].copy()
 
     return run
+
+
+def _cancellable(
+    call: Callable[[], Any], should_cancel: Callable[[], bool] | None, stop: Callable[[], None]
+) -> Any:
+    """Run a native ``call`` that ``stop`` can abort; a stop becomes :class:`CancelledError`."""
+    with _watch_cancel(should_cancel, stop) as hit:
+        try:
+            result = call()
+        except Exception:
+            if hit():
+                raise CancelledError() from None
+            raise
+    if hit():
+        raise CancelledError()
+    return result
 
 
 @contextlib.contextmanager
