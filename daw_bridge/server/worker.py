@@ -113,7 +113,7 @@ class Worker(threading.Thread):
         preset = load_preset(options["preset"]) if options.get("preset") else None
         check_tail(options.get("tail"))
         share = 0.9 if preset else 0.97  # of the progress bar, for the separation
-        span = None
+        span = info = None
         fingerprint = _fingerprint(path, start, duration)
         known = self._spans.get(fingerprint)
         if known is None:
@@ -146,7 +146,7 @@ class Worker(threading.Thread):
             staging = self.cache.staging()
             try:
                 (stream_split if stream else split_span)(
-                    open_span(path, start, duration) if stream else span,
+                    (info or open_span(path, start, duration)) if stream else span,
                     separator,
                     staging,
                     two_stems=settings["two_stems"],
