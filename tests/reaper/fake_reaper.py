@@ -42,6 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.conftest import SHARED
+
 try:  # lupa >= 2 ships one module per Lua version; REAPER 7 embeds Lua 5.4.
     from lupa import lua54 as _lupa
 except ImportError:  # pragma: no cover - older lupa builds
@@ -50,7 +54,7 @@ except ImportError:  # pragma: no cover - older lupa builds
 LuaRuntime = _lupa.LuaRuntime
 LuaError = _lupa.LuaError
 
-API_PATH = Path(__file__).resolve().parents[3] / "shared" / "reaper" / "reaper_api.json"
+API_PATH = SHARED / "reaper" / "reaper_api.json"
 
 
 # --------------------------------------------------------------------------------------
@@ -60,7 +64,13 @@ API_PATH = Path(__file__).resolve().parents[3] / "shared" / "reaper" / "reaper_a
 
 @functools.lru_cache(maxsize=4)
 def load_api(path: str | Path = API_PATH) -> dict[str, dict[str, Any]]:
-    """``{"reaper.Name": {"doc", "params", "returns"}}``: the contract every fake function obeys."""
+    """``{"reaper.Name": {"doc", "params", "returns"}}``: the contract every fake function obeys.
+
+    Without the official API list (``../shared`` beside the checkout, as in CI) there is
+    nothing to build the fake from: tests using it are skipped with that reason.
+    """
+    if not Path(path).is_file():
+        pytest.skip(f"no {path}: the fake REAPER is built from the official API list there")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)["functions"]
 
