@@ -39,8 +39,14 @@ def run_install(args: argparse.Namespace) -> int:
 def run_reaper(args: argparse.Namespace) -> int:
     import logging
 
+    from daw_bridge.errors import DawBridgeError
     from daw_bridge.reaper.runner import run
 
+    if not Path(args.request).is_file():
+        raise DawBridgeError(
+            f"No request file at {args.request}.",
+            "This command is started by the daw-bridge actions in REAPER; run one there.",
+        )
     folder = Path(args.request).parent
     logging.basicConfig(
         filename=folder / "log.txt",

@@ -65,6 +65,18 @@ def install(resource_path: Path | None = None) -> Installed:
                 f"The Python path {argument} contains a double quote, which REAPER cannot run.",
                 "Install daw-bridge in a Python whose path has no double quotes.",
             )
+    try:
+        return _install_into(resource)
+    except OSError as error:
+        raise DawBridgeError(
+            f"Could not install into {resource}: {error.strerror or error} "
+            f"({error.filename or resource}).",
+            "Pass REAPER's resource folder (Options > Show REAPER resource path) with "
+            "--resource-path, and check that you may write to it.",
+        ) from error
+
+
+def _install_into(resource: Path) -> Installed:
     target = resource / "Scripts" / SCRIPTS_SUBFOLDER
     target.mkdir(parents=True, exist_ok=True)
     source = scripts_folder()

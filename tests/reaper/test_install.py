@@ -90,3 +90,18 @@ def test_every_action_is_a_thin_script_over_the_library(action) -> None:
     assert LIBRARY in text
     code = [line for line in text.splitlines() if line.strip() and not line.startswith("--")]
     assert len(code) <= 6
+
+
+def test_a_resource_path_that_is_a_file_is_one_clear_message(tmp_path, capsys) -> None:
+    not_a_folder = tmp_path / "REAPER"
+    not_a_folder.write_text("")
+    assert main(["install-reaper", "--resource-path", str(not_a_folder)]) == 2
+    error = capsys.readouterr().err
+    assert "Could not install into" in error and "--resource-path" in error
+    assert "Traceback" not in error
+
+
+def test_reaper_run_without_a_request_file_is_one_clear_message(tmp_path, capsys) -> None:
+    assert main(["reaper", "run", str(tmp_path / "missing" / "request.txt")]) == 2
+    error = capsys.readouterr().err
+    assert "No request file" in error and "REAPER" in error
