@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,11 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 DEFAULT_CPU_BACKEND = "openvino"
 _OPSET = 17
 _CANCEL_POLL_S = 0.05
+#: Disk kept for exported cores, least recently used pruned first. A full-size
+#: htdemucs core is about 170 MB, so this holds about a dozen models' worth.
+COMPILED_CACHE_BYTES = 2 * 2**30
+#: A partial export older than this was left by a process that died mid-write.
+_STALE_PARTIAL_S = 3600.0
 
 #: What each backend needs installed (the export needs ``onnx`` too).
 _INSTALL = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}
@@ -122,6 +128,8 @@ def _cached_onnx(model: nn.Module, mix: torch.Tensor, mag: torch.Tensor, backend
     folder = compiled_dir()
     path = folder / f"htdemucs-core-{_fingerprint(model, shapes, 'onnx')}.onnx"
     if path.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(path)  # marks it recently used for the pruning below
         return path
     log.info("exporting the network core for %s (once per model)", backend)
     data = export_core(model, mix, mag)
@@ -129,7 +137,37 @@ def _cached_onnx(model: nn.Module, mix: torch.Tensor, mag: torch.Tensor, backend
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     temporary.write_bytes(data)
     os.replace(temporary, path)  # atomic: concurrent loaders never see half a file
+    _prune_compiled(folder, keep=path)
     return path
+
+
+def _prune_compiled(folder: Path, keep: Path, budget: int | None = None) -> None:
+    """Keep the exported cores within ``budget`` bytes, dropping the least recently used.
+
+    Every export adds one file per distinct set of weights (and input shape),
+    so without this the folder grows with each model a user ever tried. A
+    dropped core is simply exported again the next time its model loads; a
+    process that already compiled it keeps running from memory.
+    """
+    budget = COMPILED_CACHE_BYTES if budget is None else budget
+    now = time.time()
+    cores = []
+    for entry in folder.iterdir():
+        with contextlib.suppress(OSError):
+            stat = entry.stat()
+            if entry.name.endswith(".partial"):
+                if now - stat.st_mtime > _STALE_PARTIAL_S:
+                    entry.unlink()
+            elif entry.suffix == ".onnx":
+                cores.append((stat.st_mtime, stat.st_size, entry))
+    used = 0
+    # The core just written counts first, then the others from the most recently used.
+    for _mtime, size, entry in sorted(cores, key=lambda core: (core[2] != keep, -core[0])):
+        used += size
+        if used > budget and entry != keep:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                log.info("removed the least recently used exported core %s", entry.name)
 
 
 class AcceleratedCore:

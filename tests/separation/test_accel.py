@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from fractions import Fraction
 
 import pytest
@@ -98,9 +100,54 @@ def test_the_exported_core_is_cached_on_disk(model):
     DemucsEngine([model], device="cpu", backend=INSTALLED[0]).prepare()
     files = list(accel.compiled_dir().glob("htdemucs-core-*.onnx"))
     assert files
-    stamp = {f: f.stat().st_mtime_ns for f in files}
+    inodes = {f: f.stat().st_ino for f in files}
     DemucsEngine([model], device="cpu", backend=INSTALLED[0]).prepare()
-    assert {f: f.stat().st_mtime_ns for f in accel.compiled_dir().glob("*.onnx")} == stamp
+    # The same files, not rewritten (a fresh export would be renamed in as a new inode).
+    assert {f: f.stat().st_ino for f in accel.compiled_dir().glob("*.onnx")} == inodes
+
+
+@pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
+def test_loading_a_cached_core_marks_it_recently_used(model):
+    DemucsEngine([model], device="cpu", backend=INSTALLED[0]).prepare()
+    (core,) = accel.compiled_dir().glob("htdemucs-core-*.onnx")
+    os.utime(core, (1_000_000_000, 1_000_000_000))
+    DemucsEngine([model], device="cpu", backend=INSTALLED[0]).prepare()
+    assert core.stat().st_mtime > 1_000_000_000 + 3600
+
+
+def _fake_core(folder, name: str, size: int, mtime: float):
+    path = folder / name
+    path.write_bytes(b"x" * size)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_exported_cores_beyond_the_disk_budget_are_pruned_least_recently_used_first(tmp_path):
+    now = time.time()
+    oldest = _fake_core(tmp_path, "htdemucs-core-a.onnx", 100, now - 400)
+    old = _fake_core(tmp_path, "htdemucs-core-b.onnx", 100, now - 300)
+    recent = _fake_core(tmp_path, "htdemucs-core-c.onnx", 100, now - 200)
+    new = _fake_core(tmp_path, "htdemucs-core-d.onnx", 100, now)
+    accel._prune_compiled(tmp_path, keep=new, budget=250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [recent.name, new.name]
+    assert not oldest.exists() and not old.exists()
+
+
+def test_the_new_core_is_kept_even_when_it_alone_exceeds_the_budget(tmp_path):
+    now = time.time()
+    other = _fake_core(tmp_path, "htdemucs-core-a.onnx", 100, now - 10)
+    new = _fake_core(tmp_path, "htdemucs-core-b.onnx", 500, now - 20)  # clock skew: not newest
+    accel._prune_compiled(tmp_path, keep=new, budget=250)
+    assert new.exists() and not other.exists()
+
+
+def test_partial_exports_left_by_a_dead_process_are_cleared_but_running_ones_kept(tmp_path):
+    now = time.time()
+    stale = _fake_core(tmp_path, ".htdemucs-core-a.onnx.11.partial", 10, now - 2 * 3600)
+    running = _fake_core(tmp_path, ".htdemucs-core-b.onnx.12.partial", 10, now - 5)
+    keep = _fake_core(tmp_path, "htdemucs-core-c.onnx", 10, now)
+    accel._prune_compiled(tmp_path, keep=keep)
+    assert not stale.exists() and running.exists() and keep.exists()
 
 
 def test_accelerated_backends_are_for_the_cpu_only(model):
