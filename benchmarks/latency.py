@@ -4,9 +4,13 @@ Existing REAPER stem scripts start ``python -m demucs`` per click; daw-bridge
 keeps the model loaded. Both run here on the same checkpoint (the full-size
 htdemucs architecture with random weights, same compute as the real one, built
 from ``../shared/models/htdemucs_kwargs.json``), the same clips and the same
-machine, in one run, so the ratios are fair.
+machine, in one run, so the ratios are fair. Each round uses a different
+clip of the same length (the server would otherwise answer from its stem
+cache) and runs ours, the cache hit and the cold run one after the other; we
+report medians over the rounds, as this shared machine is noisy.
 
-    python benchmarks/latency.py            # 10 s and 60 s clips, 3 client starts
+    python benchmarks/latency.py            # 10 s and 60 s clips, 3 rounds
+    python benchmarks/latency.py --rounds 1
 """
 
 from __future__ import annotations
@@ -40,20 +44,20 @@ def _checkpoint(folder: Path) -> Path:
     return save_checkpoint(model, folder, "randomhtdemucs", half=True)
 
 
-def _clip(folder: Path, seconds: float) -> Path:
+def _clip(folder: Path, seconds: float, first_song: int = 0) -> Path:
     from daw_bridge.audio.io import read_span, write_audio
     from daw_bridge.demo import synthetic_song
 
     songs = sorted((SHARED / "eval" / "musdb18-7-test").glob("*/mixture.flac"))
     parts, total = [], 0
-    for song in songs:
+    for song in songs[first_song:] + songs[:first_song]:
         parts.append(read_span(song).samples)
         total += parts[-1].shape[1]
         if total >= seconds * 44100:
             break
     audio = np.concatenate(parts, axis=1) if parts else synthetic_song(seconds)[0]
     audio = audio[:, : int(seconds * 44100)]
-    return write_audio(folder / f"clip{int(seconds)}s.wav", audio, 44100)
+    return write_audio(folder / f"clip{int(seconds)}s-{first_song}.wav", audio, 44100)
 
 
 def _timed(command: list[str], **kwargs) -> float:
@@ -63,11 +67,17 @@ def _timed(command: list[str], **kwargs) -> float:
 
 
 def main() -> int:
+    import argparse
+
     from daw_bridge.client.client import Client
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    rounds = parser.parse_args().rounds
     work = Path(tempfile.mkdtemp(prefix="daw-bridge-latency-"))
     checkpoint = _checkpoint(work / "models")
-    clips = {seconds: _clip(work, seconds) for seconds in (10, 60)}
+    # A different stretch of music per round and length (10 songs apart), so no cache hits.
+    clips = {s: [_clip(work, s, 10 * r) for r in range(rounds)] for s in (10, 60)}
     env = {**os.environ, "DAW_BRIDGE_STATE_DIR": str(work / "state")}
     address = "tcp://127.0.0.1:5899"
     server = subprocess.Popen(
@@ -91,20 +101,25 @@ def main() -> int:
     try:
         with Client(address, timeout=120) as client:
             client.hello()
-            for seconds, clip in clips.items():
-                started = time.perf_counter()
-                final = client.wait(client.submit(clip, work / f"ours{seconds}"))
-                warm = time.perf_counter() - started
-                assert final["state"] == "done", final
-                started = time.perf_counter()
-                again = client.wait(client.submit(clip, work / f"hit{seconds}"))
-                hit = time.perf_counter() - started
-                assert again["result"]["cached"]
-                cold = _timed(
-                    [sys.executable, "-m", "demucs", "--repo", str(checkpoint.parent), "-n",
-                     "randomhtdemucs", "-o", str(work / "demucs"), str(clip)]
-                )  # fmt: skip
-                rows.append((seconds, warm, cold, hit))
+            for seconds, round_clips in clips.items():
+                warms, colds, hits = [], [], []
+                for clip in round_clips:
+                    started = time.perf_counter()
+                    final = client.wait(client.submit(clip, work / f"ours-{clip.stem}"))
+                    warms.append(time.perf_counter() - started)
+                    assert final["state"] == "done", final
+                    assert not final["result"]["cached"], "each round needs a fresh clip"
+                    started = time.perf_counter()
+                    again = client.wait(client.submit(clip, work / f"hit-{clip.stem}"))
+                    hits.append(time.perf_counter() - started)
+                    assert again["result"]["cached"]
+                    colds.append(_timed(
+                        [sys.executable, "-m", "demucs", "--repo", str(checkpoint.parent), "-n",
+                         "randomhtdemucs", "-o", str(work / "demucs"), str(clip)]
+                    ))  # fmt: skip
+                    print(f"{clip.name}: ours {warms[-1]:.2f} s, cold demucs {colds[-1]:.2f} s")
+                median = statistics.median
+                rows.append((seconds, median(warms), median(colds), median(hits)))
         starts = [
             _timed([sys.executable, "-m", "daw_bridge", "client", "--server", address, "status"])
             for _ in range(5)
@@ -115,7 +130,10 @@ def main() -> int:
             capture_output=True,
         )
         server.wait(30)
-    print(f"Full-size htdemucs (random weights), CPU, {os.cpu_count()} cores\n")
+    print(
+        f"\nFull-size htdemucs (random weights), CPU, {os.cpu_count()} cores, "
+        f"medians of {rounds} rounds\n"
+    )
     print(
         "| clip | warm server: submit to stems | cold `python -m demucs` | speed-up | cache hit |"
     )
