@@ -22,6 +22,8 @@ from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES, ProtocolError, decode, encode
 
 _IDEMPOTENT = {"hello", "status", "models", "result", "watch"}
+#: Longest wait for a watched job's next event before asking for its state again.
+_SILENCE_S = 5.0
 
 
 class ServerUnavailableError(DawBridgeError):
@@ -67,6 +69,9 @@ class Client:
             self._socket.close(0)
             self._socket = self._connect()
             raise self._unavailable(timeout)
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
         try:
             return decode(self._socket.recv())
         except ProtocolError as error:
@@ -166,19 +171,38 @@ class Client:
         self, job: str, on_event: Callable[[dict[str, Any]], None] | None = None
     ) -> dict[str, Any]:
         """Follow ``job`` until it ends; return its final state (done, failed, cancelled)."""
-        state = self.request({"type": "watch", "job": job})
-        # Events that arrived before the watch reply are older than it.
-        self._pending = [e for e in self._pending if e.get("job") != job]
+        state = self._watch(job)
         while True:
             if on_event is not None:
                 on_event(state)
             if state["state"] in FINAL_STATES:
                 return state
-            while True:
-                event = self._pending.pop(0) if self._pending else self._receive(self.timeout)
-                if event.get("job") == job and event["type"] in ("progress", "job"):
-                    state = event
-                    break
+            state = self._next_state(job)
+
+    def _watch(self, job: str) -> dict[str, Any]:
+        """The job's state now; the server sends this socket its events from here on."""
+        state = self.request({"type": "watch", "job": job})
+        # Events that arrived before the watch reply are older than it.
+        self._pending = [e for e in self._pending if e.get("job") != job]
+        return state
+
+    def _next_state(self, job: str) -> dict[str, Any]:
+        """The job's next event, or its state asked anew after a silence.
+
+        A running or queued job gets a progress event five times a second, so a
+        silence means an event was lost or the server is gone: asking again tells
+        the two apart (a dead server raises :class:`ServerUnavailableError`).
+        """
+        deadline = time.monotonic() + min(self.timeout, _SILENCE_S)
+        while True:
+            if self._pending:
+                event = self._pending.pop(0)
+            elif self._socket.poll(int(1000 * max(0.0, deadline - time.monotonic()))):
+                event = self._read()
+            else:
+                return self._watch(job)
+            if event.get("job") == job and event["type"] in ("progress", "job"):
+                return event
 
 
 def preset_reference(preset: str) -> str:

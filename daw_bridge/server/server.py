@@ -21,6 +21,7 @@ from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.models.loader import model_names
 from daw_bridge.protocol import (
+    FINAL_STATES,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     ProtocolError,
@@ -170,7 +171,7 @@ class Server:
                 self.store.save(job)
                 self.notifications.put(job)
             return {"type": "job", **job.public()}
-        if kind == "watch":
+        if kind == "watch" and not job.final:  # a final job has no more events to send
             self.watchers.setdefault(job.id, set()).add(client)
         return {"type": "job", **job.public()}  # "result" and "watch"
 
@@ -190,10 +191,15 @@ class Server:
     # -- events ---------------------------------------------------------------------
 
     def _publish(self, socket: zmq.Socket, job: Job, final_check: bool = False) -> None:
-        event = {"type": "job" if job.final else "progress", **job.public()}
+        # One snapshot decides both the event and whether watching ends: the worker
+        # thread may finish the job meanwhile, and reading ``job.state`` twice once
+        # dropped the watchers after sending only a progress event (a lost final event).
+        snapshot = job.public()
+        final = snapshot["state"] in FINAL_STATES
+        event = {"type": "job" if final else "progress", **snapshot}
         for client in self.watchers.get(job.id, ()):
             socket.send_multipart([client, encode(event)])  # dropped if the client is gone
-        if final_check and job.final:
+        if final_check and final:
             self.watchers.pop(job.id, None)
 
     def _tick(self, socket: zmq.Socket, now: float) -> None:

@@ -55,9 +55,9 @@ class Worker(threading.Thread):
             self.current = None
 
     def _finish(self, job: Job, state: str, error: DawBridgeError | None = None) -> None:
-        job.state = state
-        if error is not None:
+        if error is not None:  # before the state: the server may read the job at any moment
             job.error = {"problem": error.problem, "fix": error.fix or ""}
+        job.state = state
         self.store.save(job)
         self.notify(job)
 

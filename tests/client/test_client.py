@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
+import pytest
+import zmq
+
+from daw_bridge.client.client import Client, ServerUnavailableError
 from daw_bridge.client.status_file import render, write_status
+from daw_bridge.protocol import decode, encode
+from tests.conftest import free_address
 
 
 def test_client_never_imports_torch_or_numpy():
@@ -74,3 +82,51 @@ def test_a_preset_given_as_a_path_is_sent_absolute(tmp_path, monkeypatch):
     assert preset_reference("karaoke") == "karaoke"
     assert preset_reference("mine.toml") == str(tmp_path / "mine.toml")
     assert preset_reference("sub/x.toml") == str(tmp_path / "sub" / "x.toml")
+
+
+def _fake_server(address: str, replies: list[dict], seen: list[dict]) -> None:
+    """Answers each request with the next of ``replies`` (plus its ``req``), sends no events."""
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.ROUTER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.bind(address)
+    try:
+        for reply in replies:
+            if not socket.poll(10_000):
+                return
+            client, frame = socket.recv_multipart()
+            message = decode(frame)
+            seen.append(message)
+            socket.send_multipart([client, encode({**reply, "req": message["req"]})])
+    finally:
+        socket.close(0)
+
+
+def test_a_waiting_client_asks_again_when_a_jobs_events_stop_instead_of_giving_up():
+    """A lost final event must not look like a dead server (it did, once, under load)."""
+    address, seen = free_address(), []
+    running = {"type": "job", "job": "j1", "state": "running", "progress": 0.5}
+    done = {"type": "job", "job": "j1", "state": "done", "progress": 1.0, "result": {}}
+    server = threading.Thread(target=_fake_server, args=(address, [running, done], seen))
+    server.start()
+    with Client(address, timeout=1.0) as client:
+        started = time.monotonic()
+        final = client.wait("j1")
+    server.join()
+    assert final["state"] == "done"
+    assert [m["type"] for m in seen] == ["watch", "watch"]
+    assert 0.9 < time.monotonic() - started < 5.0  # one silence of the client's timeout
+
+
+def test_a_waiting_client_still_reports_a_server_that_stopped_answering():
+
+    address, seen = free_address(), []
+    running = {"type": "job", "job": "j1", "state": "running", "progress": 0.5}
+    server = threading.Thread(target=_fake_server, args=(address, [running], seen))
+    server.start()
+    with (
+        Client(address, timeout=1.0) as client,
+        pytest.raises(ServerUnavailableError, match="No daw-bridge server answered"),
+    ):
+        client.wait("j1")
+    server.join()

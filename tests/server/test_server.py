@@ -21,6 +21,8 @@ from daw_bridge.audio.io import read_span
 from daw_bridge.client.client import Client, ServerUnavailableError, connect
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import encode
+from daw_bridge.server.jobs import Job
+from daw_bridge.server.server import Server
 from tests.conftest import ServerProcess, free_address, noise, write_wav
 
 
@@ -154,6 +156,39 @@ def test_bad_input_fails_the_job_clearly_and_the_server_keeps_serving(client, tm
     final = client.wait(client.submit(six, tmp_path / "out"))
     assert "6 channels" in final["error"]["problem"] and final["error"]["fix"]
     assert client.hello()["protocol"] == 1
+
+
+class _RecordingSocket:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send_multipart(self, frames: list[bytes]) -> None:
+        self.sent.append(json.loads(frames[1]))
+
+
+def test_a_job_that_ends_while_its_progress_is_published_still_sends_its_final_event(
+    monkeypatch,
+):
+    """The worker thread may finish a job while the loop publishes its previous change."""
+    server = Server.__new__(Server)  # only the event plumbing, no model or socket
+    job = Job(id="j1", client=b"c", request={}, state="running")
+    server.watchers = {job.id: {b"c"}}
+    snapshot = Job.public
+
+    def public_then_the_worker_finishes(self: Job) -> dict:
+        public = snapshot(self)
+        self.state = "failed"
+        return public
+
+    monkeypatch.setattr(Job, "public", public_then_the_worker_finishes)
+    socket = _RecordingSocket()
+    server._publish(socket, job, final_check=True)  # the "running" notification
+    server._publish(socket, job, final_check=True)  # the "failed" notification
+    assert [(e["type"], e["state"]) for e in socket.sent] == [
+        ("progress", "running"),
+        ("job", "failed"),
+    ]
+    assert job.id not in server.watchers
 
 
 def test_missing_weights_fail_the_job_with_the_core_message(client, song, tmp_path, monkeypatch):
