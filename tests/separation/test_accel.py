@@ -107,7 +107,8 @@ def test_the_exported_core_is_cached_on_disk(model):
 
 
 @pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
-def test_loading_a_cached_core_marks_it_recently_used(model):
+def test_loading_a_cached_core_marks_it_recently_used(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAW_BRIDGE_CACHE_DIR", str(tmp_path))  # only this model's core in it
     DemucsEngine([model], device="cpu", backend=INSTALLED[0]).prepare()
     (core,) = accel.compiled_dir().glob("htdemucs-core-*.onnx")
     os.utime(core, (1_000_000_000, 1_000_000_000))
