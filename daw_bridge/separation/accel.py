@@ -141,7 +141,7 @@ def _cached_onnx(model: nn.Module, mix: torch.Tensor, mag: torch.Tensor, backend
     return path
 
 
-def _prune_compiled(folder: Path, keep: Path, budget: int | None = None) -> None:
+def _prune_compiled(folder: Path, keep: Path, budget: int = COMPILED_CACHE_BYTES) -> None:
     """Keep the exported cores within ``budget`` bytes, dropping the least recently used.
 
     Every export adds one file per distinct set of weights (and input shape),
@@ -149,7 +149,6 @@ def _prune_compiled(folder: Path, keep: Path, budget: int | None = None) -> None
     dropped core is simply exported again the next time its model loads; a
     process that already compiled it keeps running from memory.
     """
-    budget = COMPILED_CACHE_BYTES if budget is None else budget
     now = time.time()
     cores = []
     for entry in folder.iterdir():

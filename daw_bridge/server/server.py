@@ -96,7 +96,7 @@ class Server:
                 if socket.poll(50):
                     self._receive(socket)
                 while not self.notifications.empty():
-                    self._publish(socket, self.notifications.get(), final_check=True)
+                    self._publish(socket, self.notifications.get())
                 now = time.monotonic()
                 if now - last_tick >= _PROGRESS_INTERVAL:
                     last_tick = now
@@ -152,10 +152,7 @@ class Server:
         if kind == "models":
             return {"type": "models", "models": model_names(), "loaded": self.pool.loaded()}
         if kind == "submit":
-            job = self.store.create(client, message)
-            self.watchers[job.id] = {client}
-            self.queue.put(job)
-            return {"type": "accepted", "job": job.id}
+            return self._accept(client, message, self.queue)
         if kind == "shutdown":
             self.running = False
             return {"type": "ok"}
@@ -183,23 +180,30 @@ class Server:
                 "a preset.",
                 "Wait until it is done (`daw-bridge client result JOB`), or split the clip again.",
             )
+        return self._accept(client, message, self.preset_queue)
+
+    def _accept(
+        self, client: bytes, message: dict[str, Any], jobs: queue.Queue[Job | None]
+    ) -> dict[str, Any]:
+        """Create the job, let its sender watch it, and queue it for ``jobs``' worker."""
         job = self.store.create(client, message)
         self.watchers[job.id] = {client}
-        self.preset_queue.put(job)
+        jobs.put(job)
         return {"type": "accepted", "job": job.id}
 
     # -- events ---------------------------------------------------------------------
 
-    def _publish(self, socket: zmq.Socket, job: Job, final_check: bool = False) -> None:
+    def _publish(self, socket: zmq.Socket, job: Job) -> None:
         # One snapshot decides both the event and whether watching ends: the worker
         # thread may finish the job meanwhile, and reading ``job.state`` twice once
         # dropped the watchers after sending only a progress event (a lost final event).
+        # Once the final event is sent, from a notification or a tick, watching ends.
         snapshot = job.public()
         final = snapshot["state"] in FINAL_STATES
         event = {"type": "job" if final else "progress", **snapshot}
         for client in self.watchers.get(job.id, ()):
             socket.send_multipart([client, encode(event)])  # dropped if the client is gone
-        if final_check and final:
+        if final:
             self.watchers.pop(job.id, None)
 
     def _tick(self, socket: zmq.Socket, now: float) -> None:

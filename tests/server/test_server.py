@@ -182,8 +182,8 @@ def test_a_job_that_ends_while_its_progress_is_published_still_sends_its_final_e
 
     monkeypatch.setattr(Job, "public", public_then_the_worker_finishes)
     socket = _RecordingSocket()
-    server._publish(socket, job, final_check=True)  # the "running" notification
-    server._publish(socket, job, final_check=True)  # the "failed" notification
+    server._publish(socket, job)  # the "running" notification
+    server._publish(socket, job)  # the "failed" notification
     assert [(e["type"], e["state"]) for e in socket.sent] == [
         ("progress", "running"),
         ("job", "failed"),
