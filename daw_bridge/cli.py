@@ -15,6 +15,7 @@ from pathlib import Path
 
 from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError, ModelUnavailableError
+from daw_bridge.midi import parse_kinds
 from daw_bridge.protocol import DEFAULT_ADDRESS
 
 EXIT_USER_ERROR = 2
@@ -266,7 +267,7 @@ def _run_split(args: argparse.Namespace) -> int:
     if args.midi:
         from daw_bridge.midi.convert import midi_for_stems
 
-        kinds = [kind.strip() for kind in args.midi.split(",") if kind.strip()]
+        kinds = parse_kinds(args.midi)
         for kind, path in midi_for_stems(result.stems, kinds, args.overwrite).items():
             print(f"  {kind + ' MIDI':10s} {path}")
     if preset is not None:
@@ -422,7 +423,7 @@ def _run_client(args: argparse.Namespace) -> int:
             two_stems=args.two_stems,
             format=args.format,
             overwrite=args.overwrite or None,
-            midi=[k.strip() for k in args.midi.split(",") if k.strip()] if args.midi else None,
+            midi=parse_kinds(args.midi) or None,
             preset=args.preset,
             tail=args.tail,
         )

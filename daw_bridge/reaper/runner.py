@@ -18,6 +18,7 @@ from typing import Any
 
 from daw_bridge.client.client import Client, ServerUnavailableError, connect
 from daw_bridge.errors import DawBridgeError
+from daw_bridge.midi import parse_kinds
 from daw_bridge.midi.notes import retime_midi
 from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES
 from daw_bridge.reaper import keyvalue, stems
@@ -146,7 +147,7 @@ class Runner:
             "model": request.setting("model") or None,
             "two_stems": request.setting("two_stems") or None,
             "preset": request.setting("preset") or None,
-            "midi": [k for k in request.setting("midi").split(",") if k.strip()] or None,
+            "midi": parse_kinds(request.setting("midi")) or None,
         }
         if entry.job:
             return client.apply(entry.job, options["preset"] or "")

@@ -120,3 +120,23 @@ def test_a_relative_output_folder_is_refused(server, source, tmp_path) -> None:
     assert main(["reaper", "run", str(request)]) == 2
     status = keyvalue.read(request.parent / "status.txt")
     assert "not an absolute path" in status["error"]
+
+
+def test_midi_kinds_typed_with_spaces_in_the_settings_are_understood(
+    server, source, tmp_path
+) -> None:
+    request = write_request(
+        tmp_path / "job",
+        {
+            "address": server.address,
+            "out_dir": tmp_path / "media",
+            "autostart": 0,
+            "midi": "drums, bass",
+        },
+        {"1": audio_item(source, 0.0, 2.0)},
+    )
+    assert main(["reaper", "run", str(request)]) == 0
+    status = keyvalue.read(request.parent / "status.txt")
+    assert status["item.1.state"] == "done", status
+    assert status["item.1.midi"] == "drums,bass"
+    assert Path(status["item.1.midi.bass"]).is_file()
