@@ -234,11 +234,18 @@ def connect(
     log_file: Path | None = None,
     server_args: list[str] | None = None,
     startup_timeout: float = 120.0,
+    hello_timeout: float | None = None,
 ) -> Client:
-    """A client whose server has answered ``hello``; start one first if asked."""
+    """A client whose server has answered ``hello``; start one first if asked.
+
+    ``hello_timeout`` bounds the first ``hello`` (default: 1 s with ``autostart``,
+    else ``timeout``), for callers that know a running server answers at once.
+    """
     client = Client(address, timeout)
+    if hello_timeout is None:
+        hello_timeout = min(timeout, 1.0) if autostart else timeout
     try:
-        client.hello(timeout=min(timeout, 1.0) if autostart else timeout)
+        client.hello(timeout=hello_timeout)
         return client
     except ServerUnavailableError:
         if not autostart:

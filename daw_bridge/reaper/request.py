@@ -52,6 +52,9 @@ class Request:
     def setting(self, name: str, default: str = "") -> str:
         return self.settings.get(name, "").strip() or default
 
+    def flag(self, name: str, default: bool = False) -> bool:
+        return _flag(self.settings, name, default)
+
 
 def _number(values: dict[str, str], key: str, default: float | None = None) -> float:
     text = values.get(key, "")
@@ -66,8 +69,9 @@ def _number(values: dict[str, str], key: str, default: float | None = None) -> f
         ) from None
 
 
-def _flag(values: dict[str, str], key: str) -> bool:
-    return values.get(key, "0").strip().lower() in ("1", "true", "yes")
+def _flag(values: dict[str, str], key: str, default: bool = False) -> bool:
+    text = values.get(key, "").strip().lower()
+    return text in ("1", "true", "yes") if text else default
 
 
 def read_request(path: Path) -> Request:

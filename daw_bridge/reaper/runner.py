@@ -99,19 +99,16 @@ class Runner:
 
     def _connect(self, request: Request) -> Client:
         address = request.setting("address", DEFAULT_ADDRESS)
-        if request.setting("autostart", "1") in ("1", "true", "yes"):
+        if request.flag("autostart", default=True):
             return connect(address, _EVENT_TIMEOUT, autostart=True, log_file=self._server_log())
-        client = Client(address, _EVENT_TIMEOUT)
-        try:
-            client.hello(timeout=_HELLO_TIMEOUT)  # a local server answers in milliseconds
+        try:  # a local server answers in milliseconds
+            return connect(address, _EVENT_TIMEOUT, hello_timeout=_HELLO_TIMEOUT)
         except ServerUnavailableError as error:
-            client.close()
             raise DawBridgeError(
                 f"The daw-bridge server is not running (nothing answered at {address}).",
                 "Start it in a terminal with `daw-bridge serve`, or turn on 'Start server "
                 "automatically' in daw-bridge Settings.",
             ) from error
-        return client
 
     def _server_log(self) -> Path:
         """Beside the job folders: a started server outlives this job's folder."""
