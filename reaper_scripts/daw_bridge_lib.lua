@@ -18,7 +18,6 @@ M.DEFAULTS = {
   mute_original = "0",
   midi = "",             -- e.g. "drums,bass"
   stem_set = "4",        -- what "Split with preset" separates: 4, 2 or 6
-  preset = "",
 }
 local FINAL = { done = true, failed = true, cancelled = true }
 local START_TIMEOUT = 30 -- seconds without any status file before we give up
@@ -590,7 +589,6 @@ function M.choose_preset()
   local choice = gfx.showmenu(table.concat(names, "|"))
   gfx.quit()
   if not choice or choice <= 0 then return nil end
-  M.save_setting("preset", names[choice])
   return names[choice]
 end
 

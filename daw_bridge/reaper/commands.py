@@ -29,6 +29,7 @@ def run_install(args: argparse.Namespace) -> int:
     done = install(args.resource_path)
     print(f"Installed {done.registered} daw-bridge actions into {done.scripts}")
     print(f"Registered them in {done.keymap}")
+    print(f"Settings in {done.config}")
     print(
         "Restart REAPER (it reads its action list at start), then find them in "
         "Actions > Show action list by typing 'daw-bridge'."

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.files import atomic_output
 from daw_bridge.reaper import keyvalue
@@ -84,22 +85,13 @@ def _install_into(resource: Path) -> Installed:
         _copy_atomically(source / name, target / name)
     config = resource / "Data" / "daw-bridge" / CONFIG  # found by scripts wherever they live
     config.parent.mkdir(parents=True, exist_ok=True)
-    settings: dict[str, object] = {"version": _version()}
+    settings: dict[str, object] = {"version": __version__}
     settings.update({f"arg.{i}": arg for i, arg in enumerate(client_command(), start=1)})
     settings["presets"] = ";".join(str(folder) for folder in _preset_folders())
     keyvalue.write(config, settings)
     keymap = resource / "reaper-kb.ini"
     _register(keymap)
     return Installed(target, config, keymap, len(ACTIONS))
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("daw-bridge")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
