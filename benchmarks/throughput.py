@@ -150,7 +150,6 @@ def throughput(args: argparse.Namespace) -> int:
         engine = DemucsEngine(
             [model], device=device, half=args.half, overlap=args.overlap, backend=backend
         )
-        engine.prepare()  # export/compile once, as the warm server does at start
         engines[backend] = engine
         label = f"{backend} ({engine.backend})" if engine.backend != backend else backend
         print(f"prepared {label} in {time.perf_counter() - started:.1f} s", flush=True)
@@ -273,7 +272,7 @@ def _measure(mode: str, source: Path, out: Path, args) -> dict:
         time.sleep(0.5)
     child.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
-    if not killed and os.waitstatus_to_exitcode(status) != 0:
+    if not killed and child.returncode != 0:
         raise SystemExit(f"{mode} run failed")
     series = [kib for _, kib in samples if kib]
     quarter = [series[int(len(series) * q) - 1] // 1024 for q in (0.25, 0.5, 0.75, 1.0)]

@@ -311,7 +311,7 @@ class DemucsEngine:
                 )
         units = 1
         if frames_hint:
-            units = sum(len(range(0, frames_hint + p.delay, self._stride(p.model))) for p in passes)
+            units = sum(len(self._offsets(p.model, frames_hint + p.delay)) for p in passes)
         tracker = _Progress(units, progress, should_cancel)
         emitted = 0
         while True:

@@ -117,12 +117,10 @@ def separate_span(
     return _finish_stems(stems, mix, two_stems, sum_to_input)
 
 
-def output_folder(
-    out_dir: Path, model_name: str, span: AudioSpan | SpanInfo, whole_file: bool
-) -> Path:
+def output_folder(out_dir: Path, model_name: str, span: AudioSpan | SpanInfo) -> Path:
     """``OUT/<model>/<track>`` as demucs does; a span adds its start and end to the name."""
     track = span.source.stem
-    if not whole_file:
+    if not (span.start_frame == 0 and span.frames == span.file_frames):
         start = span.start_frame / span.samplerate
         end = (span.start_frame + span.frames) / span.samplerate
         track = f"{track} [{start:.3f}-{end:.3f}s]"
@@ -145,15 +143,18 @@ def split_file(
     (Demucs models) read the file and write the stems block by block, so memory
     stays bounded whatever the file's length; others get the span in memory.
     """
-    if hasattr(separator, "separate_stream"):
+    if can_stream(separator):
         info = open_span(source, start, duration)
-        whole = info.start_frame == 0 and info.frames == info.file_frames
-        folder = output_folder(Path(out_dir), separator.name, info, whole)
+        folder = output_folder(Path(out_dir), separator.name, info)
         return stream_split(info, separator, folder, **options)
     span = read_span(source, start, duration)
-    whole = span.start_frame == 0 and span.frames == span.file_frames
-    folder = output_folder(Path(out_dir), separator.name, span, whole)
+    folder = output_folder(Path(out_dir), separator.name, span)
     return split_span(span, separator, folder, **options)
+
+
+def can_stream(separator: Separator) -> bool:
+    """Whether ``separator`` takes its mix in blocks (:func:`stream_split`)."""
+    return hasattr(separator, "separate_stream")
 
 
 def split_span(

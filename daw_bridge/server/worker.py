@@ -19,7 +19,12 @@ from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
 from daw_bridge.presets.library import load as load_preset
 from daw_bridge.presets.schema import Preset
-from daw_bridge.separation.pipeline import split_span, stem_targets, stream_split
+from daw_bridge.separation.pipeline import (
+    can_stream,
+    split_span,
+    stem_targets,
+    stream_split,
+)
 from daw_bridge.server.cache import StemCache, cache_key
 from daw_bridge.server.jobs import Job, JobStore
 from daw_bridge.server.models import ModelPool
@@ -139,14 +144,15 @@ class Worker(threading.Thread):
         if entry is None:
             separator = self.pool.get(model, settings["shifts"])
             # Long spans go from the file to the stems in blocks: memory stays bounded.
-            stream = _streamed(known[2], known[1]) and hasattr(separator, "separate_stream")
-            if not stream:
-                span = span or read_span(path, start, duration)
+            if _streamed(known[2], known[1]) and can_stream(separator):
+                split, audio = stream_split, info or open_span(path, start, duration)
+            else:
+                split, audio = split_span, span or read_span(path, start, duration)
             stem_targets(separator, folder, settings["two_stems"], overwrite)  # fail early
             staging = self.cache.staging()
             try:
-                (stream_split if stream else split_span)(
-                    (info or open_span(path, start, duration)) if stream else span,
+                split(
+                    audio,
                     separator,
                     staging,
                     two_stems=settings["two_stems"],
