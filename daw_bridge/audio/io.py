@@ -106,10 +106,21 @@ def _check_flac_decodes(path: Path, start: int, frames: int) -> None:
             handle.seek(start)
             handle.read(frames, dtype="float32")
     except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise AudioInputError(
-            f"{path} is damaged or truncated: the FLAC stream cannot be decoded ({error}).",
-            "Re-export or copy the file again.",
-        ) from error
+        raise _undecodable_flac(path, error) from error
+
+
+def _undecodable_flac(path: Path, error: Exception) -> AudioInputError:
+    return AudioInputError(
+        f"{path} is damaged or truncated: the FLAC stream cannot be decoded ({error}).",
+        "Re-export or copy the file again.",
+    )
+
+
+def _ended_early(path: Path, got: int, expected: int) -> AudioInputError:
+    return AudioInputError(
+        f"{path} ended after {got} of the {expected} frames expected.",
+        "The file is truncated or damaged; re-export it.",
+    )
 
 
 def audio_info(path: Path | str) -> tuple[int, int, int]:
@@ -186,10 +197,7 @@ def read_span(path: Path | str, start: float = 0.0, duration: float | None = Non
     if path.suffix.lower() == ".flac":
         _check_flac_decodes(path, plan.first, plan.count)
     if samples.shape[1] != plan.count:
-        raise AudioInputError(
-            f"{path} ended after {samples.shape[1]} of the {plan.count} frames expected.",
-            "The file is truncated or damaged; re-export it.",
-        )
+        raise _ended_early(path, samples.shape[1], plan.count)
     bad = ~np.isfinite(samples)
     if bad.any():
         where = (plan.first + int(np.argmax(bad.any(axis=0)))) / plan.samplerate
@@ -214,28 +222,10 @@ def write_audio(
     overwrite: bool = False,
 ) -> Path:
     """Write ``(channels, frames)`` as WAV atomically; float32 keeps every value as is."""
-    path = Path(path)
-    if sample_format not in _BIT_DEPTH:
-        raise InvalidOptionError(
-            f"Unknown sample format {sample_format!r}.", f"Use one of {', '.join(SAMPLE_FORMATS)}."
-        )
     samples = np.ascontiguousarray(samples, dtype=np.float32)
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    if sample_format != "float32" and peak > 1.0:
-        log.warning(
-            "%s peaks at %+.2f dBFS and will clip as %s; use the float32 format to keep it intact.",
-            path.name,
-            20 * np.log10(peak),
-            sample_format,
-        )
-    with (
-        atomic_output(path, overwrite) as temporary,
-        AudioFile(
-            str(temporary), "w", samplerate, samples.shape[0], bit_depth=_BIT_DEPTH[sample_format]
-        ) as handle,
-    ):
-        handle.write(samples)
-    return path
+    with open_writer(path, samplerate, samples.shape[0], sample_format, overwrite) as writer:
+        writer.write(samples)
+    return Path(path)
 
 
 # -- streaming: long files with bounded memory ------------------------------------------
@@ -298,17 +288,9 @@ def iter_span(info: SpanInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.n
                 try:
                     checker.read(count, dtype="float32")
                 except (RuntimeError, soundfile.LibsndfileError) as error:
-                    raise AudioInputError(
-                        f"{path} is damaged or truncated: the FLAC stream cannot be decoded "
-                        f"({error}).",
-                        "Re-export or copy the file again.",
-                    ) from error
+                    raise _undecodable_flac(path, error) from error
             if samples.shape[1] != count:
-                raise AudioInputError(
-                    f"{path} ended after {done + samples.shape[1]} of the {info.frames} frames "
-                    "expected.",
-                    "The file is truncated or damaged; re-export it.",
-                )
+                raise _ended_early(path, done + samples.shape[1], info.frames)
             bad = ~np.isfinite(samples)
             if bad.any():
                 first = info.start_frame + done + int(np.argmax(bad.any(axis=0)))
@@ -324,15 +306,16 @@ def iter_span(info: SpanInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.n
 class AudioWriter:
     """Appends ``(channels, n)`` blocks to a WAV; see :func:`open_writer`."""
 
-    def __init__(self, handle: AudioFile, path: Path) -> None:
+    def __init__(self, handle: AudioFile, path: Path, track_peak: bool) -> None:
         self._handle = handle
+        self._track_peak = track_peak  # only formats that clip need it
         self.path = path
         self.peak = 0.0
         self.frames = 0
 
     def write(self, samples: np.ndarray) -> None:
         samples = np.ascontiguousarray(samples, dtype=np.float32)
-        if samples.size:
+        if self._track_peak and samples.size:
             self.peak = max(self.peak, float(np.max(np.abs(samples))))
         self._handle.write(samples)
         self.frames += samples.shape[-1]
@@ -360,9 +343,9 @@ def open_writer(
         with AudioFile(
             str(temporary), "w", samplerate, channels, bit_depth=_BIT_DEPTH[sample_format]
         ) as handle:
-            writer = AudioWriter(handle, path)
+            writer = AudioWriter(handle, path, track_peak=sample_format != "float32")
             yield writer
-        if sample_format != "float32" and writer.peak > 1.0:
+        if writer.peak > 1.0:
             log.warning(
                 "%s peaks at %+.2f dBFS and will clip as %s; use the float32 format to keep "
                 "it intact.",
