@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,18 +44,6 @@ def _song(folder: Path, seconds: float) -> Path:
     return write_audio(folder / "song.wav", audio[:, :frames], 44100)
 
 
-def _server(state: Path, address: str) -> subprocess.Popen:
-    from daw_bridge.client.client import Client
-
-    env = {**os.environ, "DAW_BRIDGE_STATE_DIR": str(state)}
-    command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", address, "--model", "dsp"]
-    log = open(state / "server.log", "ab")  # noqa: SIM115 - open for the server's lifetime
-    process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-    with Client(address, timeout=60) as client:
-        client.hello()
-    return process
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="song length (default 180)")
@@ -66,17 +53,15 @@ def main() -> int:
     from daw_bridge.client.client import Client
     from daw_bridge.presets import library
     from daw_bridge.presets.apply import apply_preset
-    from tests.conftest import free_port
+    from tests.conftest import ServerProcess
 
     names = [entry.name for entry in library.available() if entry.origin == "built-in"]
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        (root / "state").mkdir()
         song = _song(root, args.seconds)
-        address = f"tcp://127.0.0.1:{free_port()}"
-        server = _server(root / "state", address)
+        server = ServerProcess(Path("dsp"), root / "state")  # its own state, cache, presets
         try:
-            with Client(address, timeout=120) as client:
+            with Client(server.address, timeout=120) as client:
                 started = time.perf_counter()
                 split = client.wait(client.submit(song, root / "stems"))
                 if split["state"] != "done":
@@ -100,9 +85,8 @@ def main() -> int:
                         if final["state"] != "done":
                             raise SystemExit(f"{name} failed: {final['error']}")
                     rows.append((name, statistics.median(local), statistics.median(remote)))
-                client.shutdown()
         finally:
-            server.wait(timeout=30)
+            server.kill()
     print(f"\n| preset | in-process | via the server (request to done) | <= {TARGET_SECONDS:g} s |")
     print("|---|---:|---:|:-:|")
     for name, local, remote in rows:

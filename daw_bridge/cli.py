@@ -22,6 +22,12 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def _print_error(error: DawBridgeError) -> None:
+    print(f"daw-bridge: error: {error.problem}", file=sys.stderr)
+    if error.fix:
+        print(f"How to fix: {error.fix}", file=sys.stderr)
+
+
 def _progress_bar(quiet: bool, description: str):
     from tqdm import tqdm
 
@@ -472,9 +478,7 @@ def _run_presets(args: argparse.Namespace) -> int:
             preset = library.load(reference)
         except DawBridgeError as error:
             failed += 1
-            print(f"daw-bridge: error: {error.problem}", file=sys.stderr)
-            if error.fix:
-                print(f"How to fix: {error.fix}", file=sys.stderr)
+            _print_error(error)
             continue
         external = len(preset.external_plugins)
         note = f"; {external} VST3/AU plugin(s), checked when applied" if external else ""
@@ -504,9 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return runners[args.command](args)
     except DawBridgeError as error:
-        print(f"daw-bridge: error: {error.problem}", file=sys.stderr)
-        if error.fix:
-            print(f"How to fix: {error.fix}", file=sys.stderr)
+        _print_error(error)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("daw-bridge: interrupted; no partial stems were left behind.", file=sys.stderr)
