@@ -361,17 +361,26 @@ class DemucsEngine:
         out = torch.zeros(len(self.sources), view.tensor.shape[0], view.length)
         sum_weight = torch.zeros(view.length)
         for batch in self._batches(model, view, segment_length):
-            tracker.check_cancel()
-            inputs = torch.stack([chunk for _, _, chunk in batch]).to(self.device)
-            with torch.inference_mode(), self._precision():
-                outputs = self._forward(model, inputs, tracker)
-            outputs = outputs.float().cpu()
-            for (offset, chunk_length, _), chunk_out in zip(batch, outputs, strict=True):
-                chunk_out = _center_trim(chunk_out, chunk_length)
+            for offset, chunk_length, chunk_out in self._infer(model, batch, tracker):
                 out[..., offset : offset + chunk_length] += weight[:chunk_length] * chunk_out
                 sum_weight[offset : offset + chunk_length] += weight[:chunk_length]
             tracker.advance(len(batch))
         return out / sum_weight
+
+    def _infer(
+        self, model: nn.Module, batch: list[tuple[int, int, torch.Tensor]], tracker: _Progress
+    ) -> list[tuple[int, int, torch.Tensor]]:
+        """One forward pass over a batch of padded chunks: ``(offset, length, output)`` each,
+        the output trimmed back to the chunk's length."""
+        tracker.check_cancel()
+        inputs = torch.stack([chunk for _, _, chunk in batch]).to(self.device)
+        with torch.inference_mode(), self._precision():
+            outputs = self._forward(model, inputs, tracker)
+        outputs = outputs.float().cpu()
+        return [
+            (offset, chunk_length, _center_trim(chunk_out, chunk_length))
+            for (offset, chunk_length, _), chunk_out in zip(batch, outputs, strict=True)
+        ]
 
     def _batches(
         self, model: nn.Module, view: _View, segment_length: int
@@ -518,12 +527,8 @@ class _Pass:
             batch.append((offset, chunk_length, self.stream.window(begin, begin + target)))
             self.next_offset += self.stride
         if batch:
-            tracker.check_cancel()
             channels = batch[0][2].shape[0]
-            inputs = torch.stack([chunk for _, _, chunk in batch]).to(engine.device)
-            with torch.inference_mode(), engine._precision():
-                outputs = engine._forward(model, inputs, tracker)
-            outputs = outputs.float().cpu()
+            outputs = engine._infer(model, batch, tracker)
             last = batch[-1][0] + batch[-1][1]
             if self.acc.dim() == 1:
                 self.acc = torch.zeros(len(engine.sources), channels, 0)
@@ -531,8 +536,7 @@ class _Pass:
             if grow > 0:
                 self.acc = F.pad(self.acc, (0, grow))
                 self.acc_weight = F.pad(self.acc_weight, (0, grow))
-            for (offset, chunk_length, _), chunk_out in zip(batch, outputs, strict=True):
-                chunk_out = _center_trim(chunk_out, chunk_length)
+            for offset, chunk_length, chunk_out in outputs:
                 lo = offset - self.acc_start
                 self.acc[..., lo : lo + chunk_length] += self.weight[:chunk_length] * chunk_out
                 self.acc_weight[lo : lo + chunk_length] += self.weight[:chunk_length]
