@@ -9,6 +9,7 @@ Deviation is measured against the reference output: the largest absolute
 difference and the relative error ``20·log10(‖ours − ref‖ / ‖ref‖)`` in dB.
 
     python benchmarks/throughput.py                          # 30 s clip, 3 rounds
+    python benchmarks/throughput.py --backend openvino-bf16  # CPUs with AMX / AVX-512 BF16
     python benchmarks/throughput.py --backend torch,onnxruntime --seconds 60 --rounds 5
     python benchmarks/throughput.py --device cuda --half     # on a GPU (fp16 autocast)
     python benchmarks/throughput.py --rss-minutes 10         # peak RSS, each in a fresh process
@@ -124,6 +125,16 @@ def matmul_peak_gflops(size: int = 3072, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
+def default_backends() -> str:
+    """The default path, the other CPU runtime and exact PyTorch; bf16 where the CPU has it."""
+    from daw_bridge.separation.backends import cpu_accelerates_bf16
+
+    if cpu_accelerates_bf16():
+        return "auto,openvino-bf16,onnxruntime,torch"
+    print("openvino-bf16 not measured: this CPU has no AMX or AVX-512 BF16")
+    return "auto,onnxruntime,torch"
+
+
 def segments_in(model, frames: int, overlap: float) -> int:
     """How many segments ``apply_model`` runs over ``frames`` (each padded to full length)."""
     segment = int(model.segment * model.samplerate)
@@ -141,7 +152,7 @@ def throughput(args: argparse.Namespace) -> int:
     model = build_model(args.model)
     device = torch.device(args.device)
     wav = normalised(music(args.seconds))
-    backends = [b for b in args.backend.split(",") if b]
+    backends = [b for b in (args.backend or default_backends()).split(",") if b]
     if device.type != "cpu":  # the ONNX backends are CPU paths; GPUs run PyTorch
         backends = ["torch"]
     engines = {}
@@ -319,15 +330,15 @@ def peak_memory(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    from daw_bridge.separation.accel import BACKENDS
+    from daw_bridge.separation.backends import BACKENDS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="clip length")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--backend",
-        default="auto,onnxruntime,torch",
-        help="comma-separated, of: " + ", ".join(BACKENDS) + " (auto: the default path)",
+        help="comma-separated, of: " + ", ".join(BACKENDS) + " (auto: the default path; "
+        "default: auto,onnxruntime,torch, and openvino-bf16 where the CPU computes bf16)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0: default)")
     parser.add_argument("--device", default="cpu")

@@ -17,6 +17,7 @@ from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError, ModelUnavailableError
 from daw_bridge.midi import parse_kinds
 from daw_bridge.protocol import DEFAULT_ADDRESS
+from daw_bridge.separation.backends import BACKENDS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -78,9 +79,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 def _add_backend_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
-        choices=["auto", "torch", "openvino", "onnxruntime"],
-        help="how HTDemucs runs on the CPU: auto (default: openvino when installed), or torch "
-        "(exactly demucs's numbers); default: $DAW_BRIDGE_BACKEND, then auto",
+        choices=BACKENDS,
+        help="how HTDemucs runs on the CPU: auto (default: openvino when installed), torch "
+        "(exactly demucs's numbers), or openvino-bf16 (opt-in, CPUs with AMX or AVX-512 BF16 "
+        "only); default: $DAW_BRIDGE_BACKEND, then auto",
     )
 
 
@@ -367,7 +369,7 @@ def _run_midi(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from daw_bridge.separation.engine import BACKEND_ENV
+    from daw_bridge.separation.backends import BACKEND_ENV
     from daw_bridge.server.server import Server, default_state_dir
 
     if args.backend:

@@ -235,3 +235,13 @@ def test_backend_option_picks_the_path_and_openvino_stays_within_minus_60_db_of_
     difference = np.linalg.norm(stems["openvino"] - stems["torch"])
     assert difference > 0  # the option reached the engine: two different code paths
     assert 20 * np.log10(difference / np.linalg.norm(stems["torch"])) < -60
+
+
+def test_bf16_backend_on_a_cpu_without_bf16_is_refused_with_the_fix(
+    tmp_path, song, tiny_checkpoint, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: False)
+    argv = ["split", str(song), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "o")]
+    error = run_error(capsys, [*argv, "--backend", "openvino-bf16"])
+    assert "no bfloat16 arithmetic" in error and "Use the openvino backend" in error
+    assert not (tmp_path / "o").exists()

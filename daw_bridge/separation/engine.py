@@ -30,20 +30,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from daw_bridge.errors import CancelledError, InvalidOptionError
-from daw_bridge.separation.accel import (
+from daw_bridge.separation.accel import AcceleratedCore
+from daw_bridge.separation.backends import (
+    BACKEND_ENV,
     DEFAULT_CPU_BACKEND,
-    AcceleratedCore,
     backend_available,
     check_backend,
+    cpu_accelerates_bf16,
     install_hint,
 )
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
 from daw_bridge.separation.htcore import forward_with_core, supports_core
 
 log = logging.getLogger(__name__)
-
-#: Environment variable choosing the backend when the caller does not: auto, torch, ...
-BACKEND_ENV = "DAW_BRIDGE_BACKEND"
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -195,6 +194,12 @@ class DemucsEngine:
                 raise InvalidOptionError(
                     f"The {requested} backend is not installed.",
                     f"Install it: {install_hint(requested)} (or set {BACKEND_ENV}=torch).",
+                )
+            if requested == "openvino-bf16" and not cpu_accelerates_bf16():
+                raise InvalidOptionError(
+                    "This CPU has no bfloat16 arithmetic (AMX or AVX-512 BF16), so the "
+                    "openvino-bf16 backend would run in float32 anyway.",
+                    "Use the openvino backend (or auto).",
                 )
             return requested
         if not eligible:

@@ -15,13 +15,13 @@ from demucs.apply import apply_model
 from demucs.htdemucs import HTDemucs
 
 from daw_bridge.errors import CancelledError, InvalidOptionError
-from daw_bridge.separation import accel
+from daw_bridge.separation import accel, backends
 from daw_bridge.separation.engine import DemucsEngine
 from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core, supports_core
 from tests.conftest import SHARED_MODELS, tiny_htdemucs
 
 SR = 44100
-INSTALLED = [b for b in ("onnxruntime", "openvino") if accel.backend_available(b)]
+INSTALLED = [b for b in ("onnxruntime", "openvino") if backends.backend_available(b)]
 
 
 def rel_db(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -156,6 +156,48 @@ def test_accelerated_backends_are_for_the_cpu_only(model):
         with pytest.raises(InvalidOptionError, match="CPU only"):
             DemucsEngine([model], device="cuda", backend="onnxruntime")
     assert DemucsEngine([model], device="cpu", backend="torch").backend == "torch"
+
+
+@pytest.fixture
+def openvino_configs(monkeypatch):
+    """The settings each OpenVINO compile is given, as OpenVINO itself receives them."""
+    openvino = pytest.importorskip("openvino")
+    seen: list[dict] = []
+
+    class RecordingCore(openvino.Core):
+        def compile_model(self, model, device, config):
+            seen.append(dict(config))
+            return super().compile_model(model, device, config)
+
+    monkeypatch.setattr(openvino, "Core", RecordingCore)
+    return seen
+
+
+def test_openvino_is_pinned_to_float32_so_cpus_with_bf16_do_not_downcast(model, openvino_configs):
+    mix = mix_of(1.2)
+    exact = DemucsEngine([model], device="cpu", backend="torch").apply(mix)
+    fast = DemucsEngine([model], device="cpu").apply(mix)
+    assert [config["INFERENCE_PRECISION_HINT"] for config in openvino_configs] == ["f32"]
+    assert rel_db(fast, exact) < -80
+
+
+def test_openvino_bf16_is_refused_where_the_cpu_has_no_bf16(model, monkeypatch):
+    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: False)
+    with pytest.raises(InvalidOptionError, match="AMX") as raised:
+        DemucsEngine([model], device="cpu", backend="openvino-bf16")
+    assert "openvino backend" in raised.value.fix
+
+
+def test_openvino_bf16_asks_openvino_for_bf16(model, monkeypatch, openvino_configs):
+    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: True)
+    engine = DemucsEngine([model], device="cpu", backend="openvino-bf16")
+    assert engine.backend == "openvino-bf16"
+    assert [config["INFERENCE_PRECISION_HINT"] for config in openvino_configs] == ["bf16"]
+    assert engine.apply(mix_of(1.2)).shape == (4, 2, int(1.2 * SR))
+
+
+def test_auto_never_picks_bf16(model):
+    assert DemucsEngine([model], device="cpu").backend != "openvino-bf16"
 
 
 def test_cancel_stops_a_native_call_from_a_watcher_thread():
