@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -369,11 +368,8 @@ def _run_midi(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from daw_bridge.separation.backends import BACKEND_ENV
     from daw_bridge.server.server import Server, default_state_dir
 
-    if args.backend:
-        os.environ[BACKEND_ENV] = args.backend  # every model the server loads
     Server(
         args.bind,
         args.model,
@@ -383,6 +379,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         cache_bytes=args.cache_size_mb * 2**20,
         max_message_bytes=args.max_message_mb * 2**20,
         model_memory_bytes=args.model_memory_mb * 2**20,
+        backend=args.backend,
     ).serve_forever()
     return 0
 

@@ -35,9 +35,11 @@ class ModelPool:
         device: str,
         model_dir: Path | None = None,
         memory_limit_bytes: int = 8 * 2**30,
+        backend: str | None = None,
     ) -> None:
         self.default = default
         self.device = device
+        self.backend = backend
         self.model_dir = model_dir
         self.memory_limit_bytes = memory_limit_bytes
         self._loaded: OrderedDict[tuple[str, int], Separator] = OrderedDict()
@@ -48,7 +50,11 @@ class ModelPool:
             self._loaded.move_to_end(key)
             return self._loaded[key]
         separator = load_separator(
-            key[0], model_dir=self.model_dir, device=self.device, shifts=shifts
+            key[0],
+            model_dir=self.model_dir,
+            device=self.device,
+            shifts=shifts,
+            backend=self.backend,
         )
         self._loaded[key] = separator
         self._evict()
@@ -71,8 +77,17 @@ class ModelPool:
         return [name for name, _ in self._loaded]
 
     def device_name(self) -> str:
+        engine = self._an_engine()
+        return str(engine.device) if engine is not None else "cpu"
+
+    def backend_name(self) -> str | None:
+        """How the neural models run (``openvino``, ``torch``, ...); None before one loads."""
+        engine = self._an_engine()
+        return engine.backend if engine is not None else None
+
+    def _an_engine(self):
         for separator in self._loaded.values():
             engine = getattr(separator, "engine", None)
             if engine is not None:
-                return str(engine.device)
-        return "cpu"
+                return engine
+        return None

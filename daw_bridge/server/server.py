@@ -49,10 +49,11 @@ class Server:
         cache_bytes: int = 2 * 2**30,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         model_memory_bytes: int = 8 * 2**30,
+        backend: str | None = None,
     ) -> None:
         self.bind = bind
         self.max_message_bytes = max_message_bytes
-        self.pool = ModelPool(model, device, model_dir, model_memory_bytes)
+        self.pool = ModelPool(model, device, model_dir, model_memory_bytes, backend)
         self.store = JobStore(state_dir / "jobs")
         self.cache = StemCache(state_dir / "stems", cache_bytes)
         self.queue: queue.Queue[Job | None] = queue.Queue()
@@ -144,6 +145,7 @@ class Server:
                 "model": self.pool.default,
                 "loaded": self.pool.loaded(),
                 "device": self.pool.device_name(),
+                "backend": self.pool.backend_name(),
                 "queued": self.queue.qsize(),
                 "running": self.worker.current.id if self.worker.current else None,
                 "rss_mb": round(resident_bytes() / 2**20, 1),

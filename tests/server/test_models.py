@@ -20,3 +20,11 @@ def test_least_recently_used_model_is_unloaded_above_the_memory_limit(tiny_check
     assert pool.loaded() == ["dsp"]  # the one just asked for always stays
     assert pool.get().name == tiny_checkpoint.stem
     assert pool.loaded() == [str(tiny_checkpoint)]
+
+
+def test_the_pool_loads_models_with_the_servers_backend_and_reports_it(tiny_checkpoint):
+    pool = ModelPool(str(tiny_checkpoint), "cpu", memory_limit_bytes=1 << 50, backend="torch")
+    assert pool.backend_name() is None  # nothing loaded yet
+    assert pool.get().engine.backend == "torch"
+    assert pool.backend_name() == "torch"
+    assert ModelPool(str(tiny_checkpoint), "cpu").get().engine.backend == "openvino"

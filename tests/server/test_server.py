@@ -62,8 +62,18 @@ def test_hello_status_and_models(client, tiny_checkpoint):
     assert client.hello()["protocol"] == 1
     status = client.status()
     assert status["model"] == str(tiny_checkpoint) and status["device"] == "cpu"
+    assert status["backend"] == "openvino"  # the CPU default
     assert status["loaded"] == [str(tiny_checkpoint)]  # warm from the start
     assert "htdemucs" in client.models()["models"]
+
+
+def test_serve_backend_option_reaches_every_model_it_loads(tiny_checkpoint, tmp_path):
+    process = ServerProcess(tiny_checkpoint, tmp_path, "--backend", "torch")
+    try:
+        with Client(process.address, timeout=20) as client:
+            assert client.status()["backend"] == "torch"
+    finally:
+        process.kill()
 
 
 def test_submit_streams_progress_and_writes_stems_that_sum_to_the_span(client, song, tmp_path):
