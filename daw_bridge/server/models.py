@@ -12,9 +12,13 @@ import os
 import resource
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daw_bridge.models.loader import load_separator
 from daw_bridge.separation.base import Separator
+
+if TYPE_CHECKING:
+    from daw_bridge.separation.engine import DemucsEngine
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class ModelPool:
         engine = self._an_engine()
         return engine.backend if engine is not None else None
 
-    def _an_engine(self):
+    def _an_engine(self) -> DemucsEngine | None:
         for separator in self._loaded.values():
             engine = getattr(separator, "engine", None)
             if engine is not None:
