@@ -231,7 +231,9 @@ def throughput(args: argparse.Namespace) -> int:
         floor = work / peak
         print(
             f"Ceiling: all of it at that rate, and nothing else, would take {floor:.1f} s, "
-            f"i.e. {args.seconds / floor:.2f} audio s/s, {ref_median / floor:.2f}x apply_model."
+            f"i.e. {args.seconds / floor:.2f} audio s/s, {ref_median / floor:.2f}x apply_model. "
+            f"2x apply_model needs {2 * work / ref_median:.0f} GFLOP/s over the whole network "
+            "(compare the cores' FMA peak: benchmarks/fma_peak.c)."
         )
     return 0
 
