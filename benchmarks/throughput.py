@@ -197,7 +197,7 @@ def throughput(args: argparse.Namespace) -> int:
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     ref = outputs["apply_model"]
     print(
-        f"\nFull-size htdemucs ({args.model}, random weights), {args.seconds:g} s clip, "
+        f"\nhtdemucs ({args.model} size, random weights), {args.seconds:g} s clip, "
         f"device {args.device}{' fp16' if args.half else ''}, threads "
         f"{torch.get_num_threads()}, overlap {args.overlap}, {args.rounds} rounds (medians)\n"
     )
