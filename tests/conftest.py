@@ -79,6 +79,14 @@ def noise(channels: int = 2, seconds: float = 1.0, samplerate: int = 44100, seed
     return (0.1 * rng.standard_normal((channels, int(seconds * samplerate)))).astype(np.float32)
 
 
+def mix_of(seconds: float, seed: int = 0, samplerate: int = 44100):
+    """A stereo noise mix as a torch tensor, the engine's input."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(2, int(seconds * samplerate), generator=generator)
+
+
 def free_address() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 

@@ -18,7 +18,7 @@ from daw_bridge.errors import CancelledError, InvalidOptionError
 from daw_bridge.separation import accel, backends
 from daw_bridge.separation.engine import DemucsEngine
 from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core, supports_core
-from tests.conftest import SHARED_MODELS, tiny_htdemucs
+from tests.conftest import SHARED_MODELS, mix_of, tiny_htdemucs
 
 SR = 44100
 INSTALLED = [b for b in ("onnxruntime", "openvino") if backends.backend_available(b)]
@@ -31,11 +31,6 @@ def rel_db(ours: torch.Tensor, reference: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def model():
     return tiny_htdemucs(seed=4)
-
-
-def mix_of(seconds: float, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return 0.3 * torch.randn(2, int(seconds * SR), generator=generator)
 
 
 def test_core_split_reproduces_the_forward_pass_exactly(model):

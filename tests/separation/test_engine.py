@@ -15,7 +15,7 @@ from demucs.htdemucs import HTDemucs
 
 from daw_bridge.errors import CancelledError, InvalidOptionError
 from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator, pick_device
-from tests.conftest import EVAL_SONGS, SHARED_MODELS, tiny_htdemucs
+from tests.conftest import EVAL_SONGS, SHARED_MODELS, mix_of, tiny_htdemucs
 
 SR = 44100
 
@@ -27,11 +27,6 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def model() -> HTDemucs:
     return tiny_htdemucs(seed=1)
-
-
-def mix_of(seconds: float, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return 0.3 * torch.randn(2, int(seconds * SR), generator=generator)
 
 
 @pytest.mark.parametrize(

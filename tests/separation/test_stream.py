@@ -13,7 +13,7 @@ from daw_bridge.audio.io import read_span
 from daw_bridge.errors import CancelledError
 from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator
 from daw_bridge.separation.pipeline import split_file, split_span
-from tests.conftest import noise, tiny_htdemucs, write_wav
+from tests.conftest import mix_of, noise, tiny_htdemucs, write_wav
 
 SR = 44100
 
@@ -21,11 +21,6 @@ SR = 44100
 def blocks_of(mix: torch.Tensor, size: int):
     for start in range(0, mix.shape[-1], size):
         yield mix[:, start : start + size]
-
-
-def mix_of(seconds: float, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return 0.3 * torch.randn(2, int(seconds * SR), generator=generator)
 
 
 @pytest.mark.parametrize(
