@@ -308,12 +308,8 @@ class DemucsEngine:
             if not self.shifts:
                 passes.append(_Pass(self, model, stream, 0, coefficient))
                 continue
-            max_shift = int(0.5 * model.samplerate)
-            for _ in range(self.shifts):
-                offset = self._random.randint(0, max_shift)
-                passes.append(
-                    _Pass(self, model, stream, max_shift - offset, coefficient / self.shifts)
-                )
+            for delay in self._shift_delays(model):
+                passes.append(_Pass(self, model, stream, delay, coefficient / self.shifts))
         units = 1
         if frames_hint:
             units = sum(len(self._offsets(p.model, frames_hint + p.delay)) for p in passes)
@@ -350,15 +346,20 @@ class DemucsEngine:
         length = mix.shape[-1]
         if not self.shifts:
             return self._apply_chunked(model, _View(mix, 0, length), tracker)
-        max_shift = int(0.5 * model.samplerate)
+        max_shift = _max_shift(model)
         padded = F.pad(mix, (max_shift, max_shift))
         out = torch.zeros(len(self.sources), mix.shape[0], length)
-        for _ in range(self.shifts):
-            offset = self._random.randint(0, max_shift)
-            view = _View(padded, offset, length + max_shift - offset)
+        for delay in self._shift_delays(model):
+            view = _View(padded, max_shift - delay, length + delay)
             shifted = self._apply_chunked(model, view, tracker)
-            out += shifted[..., max_shift - offset :]
+            out += shifted[..., delay:]
         return out / self.shifts
+
+    def _shift_delays(self, model: nn.Module) -> list[int]:
+        """The shift trick's random draws, as demucs makes them: for each pass, how many
+        frames of padding its view starts before the mix (0 to half a second)."""
+        max_shift = _max_shift(model)
+        return [max_shift - self._random.randint(0, max_shift) for _ in range(self.shifts)]
 
     def _apply_chunked(self, model: nn.Module, view: _View, tracker: _Progress) -> torch.Tensor:
         segment_length = self._segment_length(model)
@@ -412,6 +413,10 @@ class DemucsEngine:
         if self.half:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
+
+
+def _max_shift(model: nn.Module) -> int:
+    return int(0.5 * model.samplerate)
 
 
 class _Stream:
@@ -655,22 +660,26 @@ class DemucsSeparator:
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> np.ndarray:
-        channels = mix.shape[0]
+        mono = self._upmixes(mix.shape[0])
         wav = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))
-        if channels == 1 and self.engine.audio_channels == 2:
+        if mono:
             wav = wav.expand(2, -1)
-        elif channels != self.engine.audio_channels:
-            raise InvalidOptionError(
-                f"The model takes {self.engine.audio_channels} channels, the audio has {channels}.",
-                "Use mono or stereo audio.",
-            )
         reference = wav.mean(0)
         mean, std = reference.mean(), reference.std() + 1e-8
         stems = self.engine.apply((wav - mean) / std, progress, should_cancel)
         stems = stems * std + mean
-        if channels == 1 and self.engine.audio_channels == 2:
+        if mono:
             stems = stems.mean(dim=1, keepdim=True)
         return stems.numpy()
+
+    def _upmixes(self, channels: int) -> bool:
+        """Whether mono audio goes to the stereo model on both channels; other counts fail."""
+        if channels not in (1, self.engine.audio_channels):
+            raise InvalidOptionError(
+                f"The model takes {self.engine.audio_channels} channels, the audio has {channels}.",
+                "Use mono or stereo audio.",
+            )
+        return channels == 1 and self.engine.audio_channels == 2
 
     def separate_stream(
         self,
@@ -690,12 +699,7 @@ class DemucsSeparator:
         computes itself; the caller gets them from a first pass over the file.
         Yields ``(sources, channels, m)`` blocks adding up to the mix's length.
         """
-        if channels not in (1, self.engine.audio_channels):
-            raise InvalidOptionError(
-                f"The model takes {self.engine.audio_channels} channels, the audio has {channels}.",
-                "Use mono or stereo audio.",
-            )
-        mono = channels == 1 and self.engine.audio_channels == 2
+        mono = self._upmixes(channels)
         mean_t = torch.tensor(mean, dtype=torch.float32)
         std_t = torch.tensor(std, dtype=torch.float32) + 1e-8
 
