@@ -116,6 +116,20 @@ def _undecodable_flac(path: Path, error: Exception) -> AudioInputError:
     )
 
 
+def _check_finite(
+    path: Path, samples: np.ndarray, first_frame: int, samplerate: int, whole_span: bool = False
+) -> None:
+    """NaN or infinite samples are refused; a block read alone cannot count the span's."""
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        where = (first_frame + int(np.argmax(bad.any(axis=0)))) / samplerate
+        count = f"{int(bad.sum())} " if whole_span else ""
+        raise AudioInputError(
+            f"{path} contains {count}NaN or infinite samples (first at {where:.3f} s).",
+            "The file is damaged or was rendered from a broken plug-in; re-render it.",
+        )
+
+
 def _ended_early(path: Path, got: int, expected: int) -> AudioInputError:
     return AudioInputError(
         f"{path} ended after {got} of the {expected} frames expected.",
@@ -198,13 +212,7 @@ def read_span(path: Path | str, start: float = 0.0, duration: float | None = Non
         _check_flac_decodes(path, plan.first, plan.count)
     if samples.shape[1] != plan.count:
         raise _ended_early(path, samples.shape[1], plan.count)
-    bad = ~np.isfinite(samples)
-    if bad.any():
-        where = (plan.first + int(np.argmax(bad.any(axis=0)))) / plan.samplerate
-        raise AudioInputError(
-            f"{path} contains {int(bad.sum())} NaN or infinite samples (first at {where:.3f} s).",
-            "The file is damaged or was rendered from a broken plug-in; re-render it.",
-        )
+    _check_finite(path, samples, plan.first, plan.samplerate, whole_span=True)
     return AudioSpan(
         samples=np.ascontiguousarray(samples),
         samplerate=plan.samplerate,
@@ -291,14 +299,7 @@ def iter_span(info: SpanInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.n
                     raise _undecodable_flac(path, error) from error
             if samples.shape[1] != count:
                 raise _ended_early(path, done + samples.shape[1], info.frames)
-            bad = ~np.isfinite(samples)
-            if bad.any():
-                first = info.start_frame + done + int(np.argmax(bad.any(axis=0)))
-                raise AudioInputError(
-                    f"{path} contains NaN or infinite samples (first at "
-                    f"{first / info.samplerate:.3f} s).",
-                    "The file is damaged or was rendered from a broken plug-in; re-render it.",
-                )
+            _check_finite(path, samples, info.start_frame + done, info.samplerate)
             done += count
             yield np.ascontiguousarray(samples)
 
