@@ -186,10 +186,8 @@ def split_span(
     elapsed = time.perf_counter() - started
     for name, target in targets.items():
         write_audio(target, stems[name], span.samplerate, sample_format, overwrite)
-    manifest = folder / MANIFEST_NAME
     document = _manifest(separator, span, targets, sample_format, sum_to_input, two_stems, elapsed)
-    with atomic_output(manifest, overwrite) as temporary:
-        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    manifest = _write_manifest(folder, document, overwrite)
     report(1.0)
     return SplitResult(folder, targets, manifest, span.samplerate, span.frames)
 
@@ -339,14 +337,19 @@ def stream_split(
             write(np.zeros((count, info.channels, info.frames - written), np.float32))
     elapsed = time.perf_counter() - started
     span_sha256 = digest.hexdigest()
-    manifest = folder / MANIFEST_NAME
     document = _manifest(
         separator, info, targets, sample_format, sum_to_input, two_stems, elapsed, span_sha256
     )
-    with atomic_output(manifest, overwrite) as temporary:
-        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    manifest = _write_manifest(folder, document, overwrite)
     report(1.0)
     return SplitResult(folder, targets, manifest, info.samplerate, info.frames)
+
+
+def _write_manifest(folder: Path, document: dict, overwrite: bool) -> Path:
+    manifest = folder / MANIFEST_NAME
+    with atomic_output(manifest, overwrite) as temporary:
+        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return manifest
 
 
 def _scaled(report: Callable[[float], None], low: float, high: float) -> ProgressCallback:
