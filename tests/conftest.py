@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +32,71 @@ def tiny_htdemucs(seed: int = 0, segment: float = 1.0, sources: list[str] = SOUR
     return model.eval()
 
 
-def save_checkpoint(model, folder: Path, signature: str, half: bool = False) -> Path:
-    """Save ``model`` as demucs does: ``<signature>-<sha256[:8]>.th``.
+def save_checkpoint(model, folder: Path, signature: str, half: bool = True) -> Path:
+    """Save ``model`` exactly as Meta's release files were saved: ``<signature>-<sha[:8]>.th``.
 
-    This is what ``demucs.states.serialize_model`` builds, minus its
-    omegaconf-only ``training_args``.
+    The release export step: demucs's ``serialize_model`` (fp16 state, plain-dict
+    ``training_args``), then a sixth entry ``metrics = (valid, test)`` from the
+    training history (``test`` holding numpy float64 values), then
+    ``save_with_checksum``'s naming. Pickled as numpy 1.x pickled it in 2022:
+    the scalars under ``numpy.core.multiarray.scalar``
+    (tests/models/test_loader.py compares the pickle's globals with the
+    official-format files in ../shared).
     """
-    from demucs.states import get_state, save_with_checksum
+    import hashlib
+    import io
 
-    args, kwargs = model._init_args_kwargs
-    package = {
-        "klass": type(model),
-        "args": args,
-        "kwargs": kwargs,
-        "state": get_state(model, None, half=half),
-        "training_args": {},
-    }
+    import torch
+    from demucs.htdemucs import HTDemucs
+    from demucs.states import serialize_model
+    from omegaconf import OmegaConf
+
+    package = serialize_model(model, OmegaConf.create(TRAINING_ARGS), half=half)
+    if isinstance(model, HTDemucs):  # the export step stored htdemucs's segment as a Fraction
+        package["kwargs"]["segment"] = Fraction(model.segment).limit_denominator(1000)
+    package["metrics"] = official_metrics()
+    buffer = io.BytesIO()
+    torch.save(package, buffer, pickle_module=_Numpy1Pickle)
     folder.mkdir(parents=True, exist_ok=True)
-    save_with_checksum(package, folder / f"{signature}.th")
-    return next(folder.glob(f"{signature}-*.th"))
+    path = folder / f"{signature}-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.th"
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+#: A small stand-in for the ``training_args`` of the release files (an OmegaConf config).
+TRAINING_ARGS = {
+    "dset": {"musdb": "/data/musdb", "segment": 11},
+    "epochs": 360,
+    "optim": {"lr": 3e-4},
+}
+
+
+def official_metrics() -> tuple[dict, dict]:
+    """``(valid, test)`` as the release files hold them: floats, and numpy float64 for test."""
+    valid = {"loss": 0.0852, "main_loss": 0.0852, "nsdr": 7.91, "bestsdr": 8.02}
+    test = {"nsdr": np.float64(9.2), "sdr": {"drums": np.float64(9.7), "vocals": np.float64(8.9)}}
+    return valid, test
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """Names numpy's ``scalar`` the way numpy 1.x did (``numpy.core``, not ``numpy._core``)."""
+
+    def save_global(self, obj, name=None):
+        if obj is _numpy_scalar():
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def _numpy_scalar():
+    return (np._core if hasattr(np, "_core") else np.core).multiarray.scalar
+
+
+class _Numpy1Pickle:
+    """The ``pickle_module`` torch.save is given: only its Pickler is used."""
+
+    Pickler = _Numpy1Pickler
 
 
 def free_port() -> int:
@@ -131,3 +179,47 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("DAW_BRIDGE_CACHE_DIR", None)
     else:
         os.environ["DAW_BRIDGE_CACHE_DIR"] = previous
+
+
+def save_hub_safetensors(checkpoint: Path, folder: Path) -> Path:
+    """Convert a release ``.th`` into ``<signature>.safetensors`` as demucs 4.1's hub files are.
+
+    The format of demucs's hub export (its ``tools/export_hf.py``, not shipped in
+    the package): the state's tensors as they are, and ``klass``, ``args`` and
+    ``kwargs`` as JSON in the metadata, a Fraction written as
+    ``{"_type": "fraction", ...}``. Tests check that demucs's own
+    ``demucs.hf.load_safetensors_model`` reads the result.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    package = torch.load(checkpoint, map_location="cpu", weights_only=False)
+
+    def encode(value):
+        if isinstance(value, Fraction):
+            return {
+                "_type": "fraction",
+                "numerator": value.numerator,
+                "denominator": value.denominator,
+            }
+        return str(value)
+
+    klass = package["klass"]
+    metadata = {
+        "klass": f"{klass.__module__}.{klass.__qualname__}",
+        "args": json.dumps(package["args"], default=encode),
+        "kwargs": json.dumps(package["kwargs"], default=encode),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{checkpoint.name.split('-')[0]}.safetensors"
+    tensors = {key: value.contiguous() for key, value in package["state"].items()}
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,34 +1,43 @@
 """Find, download and verify pretrained model weights.
 
-demucs fetches its checkpoints through ``torch.hub``, which fails offline with a
-bare traceback, can leave a half-written file behind and says nothing about
-where a file could be put by hand. Here each checkpoint is looked up, in order:
+demucs fetches its checkpoints through ``torch.hub`` or ``huggingface_hub``,
+which fail offline with a bare traceback, can leave a half-written file behind
+and say nothing about where a file could be put by hand. Here each checkpoint is
+looked up, in order:
 
 1. the folder given as ``model_dir`` (``--model-dir``), else ``$DAW_BRIDGE_MODEL_DIR``;
 2. our own cache, ``platformdirs.user_cache_dir("daw-bridge")/models``
    (``$DAW_BRIDGE_CACHE_DIR`` overrides it);
-3. the torch hub cache where demucs already keeps these files, so an existing
-   demucs user never downloads them twice;
-4. otherwise it is downloaded into our cache.
+3. the torch hub cache, where demucs up to 4.0 keeps the ``.th`` files;
+4. the Hugging Face cache, where demucs 4.1 keeps the ``.safetensors`` files
+   (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``), so an
+   existing demucs user never downloads them twice;
+5. otherwise it is downloaded into our cache: from the Hugging Face hub first,
+   then from Meta's server. The hub first, because it is where demucs 4.1, the
+   maintained release, downloads from, and because a ``.safetensors`` file holds
+   no pickle at all, so nothing in it could run code even if our loader had a
+   hole. Meta's ``.th`` files are the fallback (and the only source for a model
+   whose hub file we have not pinned).
 
-Every file is checked against the SHA-256 prefix in its name (and its size when
-known), whether found or downloaded. A download streams into a temporary file in
-the cache folder that is renamed into place only once verified, so a partial or
-wrong file never appears under the final name. Every failure is a
-:class:`ModelUnavailableError` that names the file, its URL and the folder to put
-it in by hand.
+Every file is checked against its pinned SHA-256 (the full hash for hub files,
+the prefix in the name for ``.th`` files) and its size when known, whether found
+or downloaded. A download streams into a temporary file in the cache folder
+that is renamed into place only once verified, so a partial or wrong file never
+appears under the final name. Every failure is a :class:`ModelUnavailableError`
+that names the file, its URLs and the folder to put it in by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -37,8 +46,9 @@ from tqdm import tqdm
 
 from daw_bridge import __version__
 from daw_bridge.errors import ModelUnavailableError
-from daw_bridge.models.catalog import ModelFile, ModelSpec, get_spec
+from daw_bridge.models.catalog import Download, ModelFile, ModelSpec, get_spec
 
+log = logging.getLogger(__name__)
 MODEL_DIR_ENV = "DAW_BRIDGE_MODEL_DIR"
 CACHE_DIR_ENV = "DAW_BRIDGE_CACHE_DIR"
 
@@ -96,9 +106,39 @@ def _torch_hub_checkpoints() -> Path:
     return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
 
 
+def _hugging_face_cache() -> Path:
+    """The hub cache folder, computed as ``huggingface_hub`` does, without importing it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.environ.get("HF_HOME", os.path.join(xdg, "huggingface"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def _hub_snapshots(repo: str) -> Path:
+    """Where ``huggingface_hub`` keeps the files of model repository ``repo``."""
+    return _hugging_face_cache() / f"models--{repo.replace('/', '--')}" / "snapshots"
+
+
 def _search_dirs(user_dir: Path | None) -> list[Path]:
     dirs = [user_dir, cache_dir(), _torch_hub_checkpoints()]
     return list(dict.fromkeys(d for d in dirs if d is not None))
+
+
+def _local_copies(
+    spec: ModelSpec, file: ModelFile, user_dir: Path | None
+) -> Iterator[tuple[Path, Download]]:
+    """Every place a copy of ``file`` may already be, in the order they are preferred."""
+    downloads = spec.downloads(file)
+    for folder in _search_dirs(user_dir):
+        for source in downloads:
+            yield folder / source.filename, source
+    hub = file.hub(spec.hub_repo)
+    if hub is not None and spec.hub_repo is not None:
+        snapshots = _hub_snapshots(spec.hub_repo)
+        # Any snapshot will do: the pinned SHA-256 decides, not the revision.
+        for path in sorted(snapshots.glob(f"*/{hub.filename}")):
+            yield path, hub
 
 
 def _resolve_file(
@@ -109,54 +149,85 @@ def _resolve_file(
     download: bool,
     progress: bool,
 ) -> Path:
-    searched = _search_dirs(user_dir)
-    for folder in searched:
-        candidate = folder / file.filename
+    for candidate, source in _local_copies(spec, file, user_dir):
         if candidate.is_file():
-            _verify_local(spec, file, candidate)
+            _verify_local(spec, file, source, candidate)
             return candidate
     if not download:
+        searched = [*_search_dirs(user_dir)]
+        if spec.hub_repo is not None and file.hub(spec.hub_repo) is not None:
+            searched.append(_hub_snapshots(spec.hub_repo))
         raise ModelUnavailableError(
             f"The weights of model {spec.name!r} (file {file.filename}) are not on this "
             f"computer, and downloading is turned off. Looked in: "
             f"{', '.join(str(d) for d in searched)}.",
             f"Allow downloading, or {_by_hand(spec, file, hand_dir)}",
         )
-    target = cache_dir() / file.filename
-    _download(spec, file, target, hand_dir, progress)
-    return target
+    failures: list[str] = []
+    downloads = spec.downloads(file)
+    for number, source in enumerate(downloads, start=1):
+        target = cache_dir() / source.filename
+        try:
+            _download(spec, source, target, hand_dir, file, progress)
+            return target
+        except _DownloadFailed as failure:
+            failures.append(f"from {source.url}: {failure}")
+            if number < len(downloads):
+                log.warning(
+                    "Could not download %s from %s (%s); trying %s instead.",
+                    source.filename,
+                    source.url,
+                    failure,
+                    downloads[number].url,
+                )
+    raise ModelUnavailableError(
+        f"Could not download the weights of model {spec.name!r} (file {file.filename}) "
+        + "; nor ".join(failures)
+        + ".",
+        f"Nothing was saved. Check your internet connection and run again, or "
+        f"{_by_hand(spec, file, hand_dir)}",
+    )
 
 
 def _by_hand(spec: ModelSpec, file: ModelFile, hand_dir: Path) -> str:
     """The manual fix: which file, from where, to which folder, and the alternatives."""
     text = (
         f"download {file.url} by hand (in a browser, or on another computer) and save it as "
-        f"{hand_dir / file.filename} (any folder works if you pass it with --model-dir or set "
-        f"${MODEL_DIR_ENV})."
+        f"{hand_dir / file.filename}"
     )
+    hub = file.hub(spec.hub_repo)
+    if hub is not None:
+        text += f" (or its Hugging Face copy {hub.url}, saved as {hand_dir / hub.filename})"
+    text += f"; any folder works if you pass it with --model-dir or set ${MODEL_DIR_ENV}."
     if len(spec.files) > 1:
         names = ", ".join(f.filename for f in spec.files)
         text += f" Model {spec.name!r} needs all {len(spec.files)} files: {names}."
     return f"{text} {_DSP_HINT}"
 
 
-def _verify_local(spec: ModelSpec, file: ModelFile, path: Path) -> None:
+def _verify_local(spec: ModelSpec, file: ModelFile, source: Download, path: Path) -> None:
     actual_size = path.stat().st_size
-    if file.size is not None and actual_size != file.size:
-        problem = f"it is {actual_size:,} bytes but should be {file.size:,} bytes"
+    if source.size is not None and actual_size != source.size:
+        problem = f"it is {actual_size:,} bytes but should be {source.size:,} bytes"
     else:
         with path.open("rb") as handle:
             digest = _sha256(iter(lambda: handle.read(_CHUNK), b""))
-        if digest.startswith(file.sha256_prefix):
+        if digest.startswith(source.sha256):
             return
-        problem = (
-            f"its SHA-256 starts with {digest[: len(file.sha256_prefix)]} "
-            f"but should start with {file.sha256_prefix}"
-        )
+        problem = _wrong_hash(digest, source)
     raise ModelUnavailableError(
         f"The weights file {path} of model {spec.name!r} is damaged or incomplete: {problem}.",
         f"Delete {path} and run again to download a fresh copy into {cache_dir()}, or "
         + _by_hand(spec, file, path.parent),
+    )
+
+
+def _wrong_hash(digest: str, source: Download) -> str:
+    if len(source.sha256) == len(digest):
+        return f"its SHA-256 is {digest} but should be {source.sha256}"
+    return (
+        f"its SHA-256 starts with {digest[: len(source.sha256)]} "
+        f"but should start with {source.sha256}"
     )
 
 
@@ -167,33 +238,36 @@ def _sha256(chunks: Iterator[bytes]) -> str:
     return sha.hexdigest()
 
 
+class _DownloadFailed(Exception):
+    """A download from one source failed (network or content); another source may work."""
+
+
 def _download(
-    spec: ModelSpec, file: ModelFile, target: Path, hand_dir: Path, progress: bool
+    spec: ModelSpec,
+    source: Download,
+    target: Path,
+    hand_dir: Path,
+    file: ModelFile,
+    progress: bool,
 ) -> None:
-    url = file.url
-
-    def fail(problem: str) -> ModelUnavailableError:
-        return ModelUnavailableError(
-            f"Could not download the weights of model {spec.name!r} (file {file.filename}) "
-            f"from {url}: {problem}.",
-            f"Nothing was saved. Check your internet connection and run again, or "
-            f"{_by_hand(spec, file, hand_dir)}",
-        )
-
-    request = urllib.request.Request(url, headers={"User-Agent": f"daw-bridge/{__version__}"})
+    request = urllib.request.Request(
+        source.url, headers={"User-Agent": f"daw-bridge/{__version__}"}
+    )
     try:
         response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
     except (OSError, http.client.HTTPException) as exc:  # URLError/HTTPError are OSErrors
-        raise fail(_reason(exc)) from exc
+        raise _DownloadFailed(_reason(exc)) from exc
 
     with response:
         announced = _content_length(response)
-        if file.size is not None and announced is not None and announced != file.size:
-            raise fail(f"the server announced {announced:,} bytes, expected {file.size:,}")
+        if source.size is not None and announced is not None and announced != source.size:
+            raise _DownloadFailed(
+                f"the server announced {announced:,} bytes, expected {source.size:,}"
+            )
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{file.filename}.", suffix=".part", dir=target.parent
+                prefix=f".{source.filename}.", suffix=".part", dir=target.parent
             )
         except OSError as exc:
             raise _cache_error(spec, file, target, hand_dir, exc) from exc
@@ -203,30 +277,31 @@ def _download(
             with (
                 os.fdopen(fd, "wb") as out,
                 tqdm(
-                    total=announced or file.size,
+                    total=announced or source.size,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
-                    desc=f"Downloading {spec.name} ({file.filename})",
+                    desc=f"Downloading {spec.name} ({source.filename})",
                     file=sys.stderr,
                     disable=not progress,
                 ) as bar,
             ):
-                for chunk in _stream(response, fail):
+                for chunk in _stream(response):
                     out.write(chunk)
                     sha.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-            expected = announced if announced is not None else file.size
+            expected = announced if announced is not None else source.size
             if expected is not None and received != expected:
-                raise fail(f"the download stopped early, after {received:,} of {expected:,} bytes")
+                raise _DownloadFailed(
+                    f"the download stopped early, after {received:,} of {expected:,} bytes"
+                )
             digest = sha.hexdigest()
-            if not digest.startswith(file.sha256_prefix):
-                raise fail(
-                    f"the received data is not {file.filename}: its SHA-256 starts with "
-                    f"{digest[: len(file.sha256_prefix)]} but should start with "
-                    f"{file.sha256_prefix} (a broken download, or a mirror set with "
-                    f"$DAW_BRIDGE_MODEL_URL serving the wrong file)"
+            if not digest.startswith(source.sha256):
+                raise _DownloadFailed(
+                    f"the received data is not {source.filename}: {_wrong_hash(digest, source)} "
+                    f"(a broken download, or a mirror set with $DAW_BRIDGE_MODEL_URL or "
+                    f"$HF_ENDPOINT serving the wrong file)"
                 )
             os.replace(tmp_name, target)
         except OSError as exc:  # network errors were already turned into ours by _stream
@@ -236,15 +311,13 @@ def _download(
                 os.unlink(tmp_name)
 
 
-def _stream(
-    response: http.client.HTTPResponse, fail: Callable[[str], ModelUnavailableError]
-) -> Iterator[bytes]:
-    """The body in chunks; a broken connection becomes ``fail(reason)``."""
+def _stream(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    """The body in chunks; a broken connection becomes :class:`_DownloadFailed`."""
     while True:
         try:
             chunk = response.read(_CHUNK)
         except (OSError, http.client.HTTPException) as exc:
-            raise fail(f"the connection broke: {_reason(exc)}") from exc
+            raise _DownloadFailed(f"the connection broke: {_reason(exc)}") from exc
         if not chunk:
             return
         yield chunk

@@ -19,8 +19,15 @@ import yaml
 
 from daw_bridge.errors import ModelUnavailableError
 from daw_bridge.models.catalog import MODELS, OFFICIAL_BASE_URL, ModelFile, ModelSpec, get_spec
+from daw_bridge.models.loader import load_checkpoint
 from daw_bridge.models.weights import resolve_weights
-from tests.conftest import free_port, save_checkpoint, tiny_htdemucs
+from tests.conftest import (
+    free_port,
+    save_checkpoint,
+    save_hub_safetensors,
+    sha256_of,
+    tiny_htdemucs,
+)
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 
@@ -102,6 +109,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the real caches: every folder we look in lives in tmp_path."""
     monkeypatch.delenv("DAW_BRIDGE_MODEL_DIR", raising=False)
     monkeypatch.delenv("DAW_BRIDGE_MODEL_URL", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("DAW_BRIDGE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -414,6 +424,155 @@ def test_download_false_raises_without_touching_the_network(
     assert server.requests == []
 
 
+# --------------------------------------------------------------------------- the Hugging Face hub
+
+HUB_REPO = "someone/Tiny"
+
+
+@pytest.fixture(scope="module")
+def hub_copy(checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint as demucs 4.1's hub publishes it: ``<signature>.safetensors``."""
+    return save_hub_safetensors(checkpoints[0], tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture
+def tiny_on_hub(checkpoint: Path, hub_copy: Path) -> ModelSpec:
+    file = ModelFile(
+        checkpoint.name, hub_sha256=sha256_of(hub_copy), hub_size=hub_copy.stat().st_size
+    )
+    return ModelSpec(name="tiny", files=(file,), hub_repo=HUB_REPO)
+
+
+def _hub_and_meta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_file: bytes | None, th_file: Path
+) -> Server:
+    """One local server playing both the hub (``HF_ENDPOINT``) and Meta's server."""
+    root = tmp_path / "served"
+    if hub_file is not None:
+        folder = root / HUB_REPO / "resolve" / "main"
+        folder.mkdir(parents=True)
+        (folder / f"{th_file.name.split('-')[0]}.safetensors").write_bytes(hub_file)
+    root.mkdir(exist_ok=True)
+    shutil.copy(th_file, root)
+    srv = Server(_serving(root))
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    monkeypatch.setenv("DAW_BRIDGE_MODEL_URL", srv.url)
+    return srv
+
+
+def test_the_hub_copy_is_downloaded_first_verified_and_loads(
+    tiny_on_hub: ModelSpec,
+    hub_copy: Path,
+    checkpoint: Path,
+    cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    srv = _hub_and_meta(tmp_path, monkeypatch, hub_copy.read_bytes(), checkpoint)
+    try:
+        (path,) = resolve_weights(tiny_on_hub, progress=False)
+    finally:
+        srv.stop()
+
+    assert path == cache / hub_copy.name
+    assert path.read_bytes() == hub_copy.read_bytes()
+    assert srv.requests == [f"/{HUB_REPO}/resolve/main/{hub_copy.name}"]
+    assert _all_files(cache) == [hub_copy.name]
+    hub_model, th_model = load_checkpoint(path), load_checkpoint(checkpoint)
+    for key, value in th_model.state_dict().items():
+        assert (hub_model.state_dict()[key] == value).all(), key
+
+
+@pytest.mark.parametrize("hub_serves", ["nothing", "the wrong file"])
+def test_when_the_hub_fails_the_th_file_is_downloaded_and_the_user_told(
+    hub_serves: str,
+    tiny_on_hub: ModelSpec,
+    hub_copy: Path,
+    checkpoint: Path,
+    cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wrong = None if hub_serves == "nothing" else hub_copy.read_bytes()[:-4] + b"oops"
+    srv = _hub_and_meta(tmp_path, monkeypatch, wrong, checkpoint)
+    try:
+        paths = resolve_weights(tiny_on_hub, progress=False)
+    finally:
+        srv.stop()
+
+    assert paths == [cache / checkpoint.name]
+    assert _all_files(cache) == [checkpoint.name]  # nothing of the failed download is left
+    assert srv.requests[-1] == f"/{checkpoint.name}" and len(srv.requests) == 2
+    assert f"trying {srv.url}{checkpoint.name} instead" in caplog.text
+    reason = "HTTP 404" if wrong is None else "SHA-256 is"
+    assert reason in caplog.text
+
+
+def test_when_every_source_fails_the_error_names_each_url_and_reason(
+    tiny_on_hub: ModelSpec, checkpoint: Path, cache: Path, unreachable: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", unreachable)
+
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights(tiny_on_hub, progress=False)
+
+    hub_url = f"{unreachable}{HUB_REPO}/resolve/main/{checkpoint.name.split('-')[0]}.safetensors"
+    assert hub_url in error.value.problem
+    assert unreachable + checkpoint.name in error.value.problem
+    assert error.value.problem.count("could not be reached") == 2
+    assert hub_url in str(error.value.fix)  # the by-hand fix offers both copies
+    assert _all_files(cache) == []
+
+
+@pytest.mark.parametrize("located_by", ["HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"])
+def test_weights_demucs_4_1_keeps_in_the_hugging_face_cache_are_reused(
+    located_by: str,
+    tiny_on_hub: ModelSpec,
+    hub_copy: Path,
+    cache: Path,
+    tmp_path: Path,
+    unreachable: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if located_by == "HF_HUB_CACHE":
+        hub_cache = tmp_path / "hf"
+    else:
+        monkeypatch.delenv("HF_HUB_CACHE")
+        if located_by == "HF_HOME":
+            monkeypatch.setenv("HF_HOME", str(tmp_path / "hf home"))
+            hub_cache = tmp_path / "hf home" / "hub"
+        else:  # huggingface_hub's default: $XDG_CACHE_HOME/huggingface/hub
+            hub_cache = tmp_path / "xdg" / "huggingface" / "hub"
+    # The layout huggingface_hub writes: a blob named by its hash, linked from a snapshot.
+    repo = hub_cache / "models--someone--Tiny"
+    (repo / "blobs").mkdir(parents=True)
+    blob = repo / "blobs" / sha256_of(hub_copy)
+    shutil.copy(hub_copy, blob)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / hub_copy.name).symlink_to(Path("..", "..", "blobs", blob.name))
+
+    assert resolve_weights(tiny_on_hub) == [snapshot / hub_copy.name]
+    assert _all_files(cache) == []
+
+
+def test_a_damaged_file_in_the_hugging_face_cache_is_reported(
+    tiny_on_hub: ModelSpec, hub_copy: Path, tmp_path: Path, unreachable: str
+) -> None:
+    snapshot = tmp_path / "hf" / "models--someone--Tiny" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    damaged = snapshot / hub_copy.name
+    damaged.write_bytes(hub_copy.read_bytes()[:-4] + b"oops")
+
+    with pytest.raises(ModelUnavailableError) as error:
+        resolve_weights(tiny_on_hub)
+
+    assert str(damaged) in error.value.problem and "damaged" in error.value.problem
+    assert f"should be {sha256_of(hub_copy)}" in error.value.problem
+    assert f"Delete {damaged}" in str(error.value.fix)
+
+
 # --------------------------------------------------------------------------- the catalog
 
 
@@ -458,3 +617,30 @@ def test_the_catalog_matches_the_installed_demucs_remote_files(name: str) -> Non
     assert all(f.url == OFFICIAL_BASE_URL + f.filename for f in spec.files)
     assert ([list(row) for row in spec.weights] if spec.weights else None) == bag.get("weights")
     assert spec.segment == bag.get("segment")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_hub_copies_come_from_the_repositories_demucs_4_1_downloads_from(name: str) -> None:
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+
+    spec = MODELS[name]
+
+    assert spec.hub_repo == f"{DEFAULT_NAMESPACE}/{hf_repo_name(name)}"
+    for file in spec.files:
+        hub = file.hub(spec.hub_repo)
+        if hub is None:  # hdemucs_mmi: its hub file's hash is not pinned, so the .th only
+            assert spec.downloads(file) == [file.legacy]
+            continue
+        assert len(hub.sha256) == 64 and int(hub.sha256, 16) >= 0
+        assert hub.url == f"https://huggingface.co/{spec.hub_repo}/resolve/main/{hub.filename}"
+        assert spec.downloads(file) == [hub, file.legacy]
+
+
+def test_the_default_model_comes_from_the_hub_first() -> None:
+    spec = get_spec("htdemucs")
+    hub, legacy = spec.downloads(spec.files[0])
+
+    assert hub.url == "https://huggingface.co/adefossez/HTDemucs/resolve/main/955717e8.safetensors"
+    assert hub.sha256 == "d9fa14133cfcc034a6758923bb3a8ca9f8dfd0b582134643bbf83f72c17576dd"
+    assert hub.size == 84_025_440
+    assert legacy.url == OFFICIAL_BASE_URL + "955717e8-8726e21a.th"
