@@ -1,6 +1,11 @@
-"""Reading a span of the user's audio and writing stems, with pedalboard.
+"""Reading a span of the user's audio with libsndfile, writing stems with pedalboard.
 
-Reading validates everything a DAW user can throw at us (missing or damaged
+Reading decodes as DAWs do, so that stems null against the file as REAPER plays
+it: libsndfile (through ``soundfile``) decodes MP3 gaplessly, honouring the
+encoder delay and padding in the LAME/Xing header, and reads integer PCM as
+``x / 2**(bits - 1)`` (16 bit: ``x / 32768``). pedalboard's reader does
+neither (it starts an MP3 1105 samples late and reads 16 bit as ``x / 32767``).
+Reading also validates everything a DAW user can throw at us (missing or damaged
 files, odd channel counts, NaN samples, spans past the end) and turns it into a
 clear :class:`AudioInputError`. Writing is atomic and never replaces an existing
 file unless asked.
@@ -11,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 from pedalboard.io import AudioFile
 
 from daw_bridge.audio.formats import SAMPLE_FORMATS, SampleFormat
@@ -27,8 +34,20 @@ log = logging.getLogger(__name__)
 MIN_SAMPLERATE = 8_000
 MAX_SAMPLERATE = 192_000
 READABLE_SUFFIXES = (".wav", ".aif", ".aiff", ".bwf", ".flac", ".mp3", ".ogg")
-_UNCOMPRESSED = (".wav", ".aif", ".aiff", ".bwf")
-_BYTES_PER_SAMPLE = {"int8": 1, "uint8": 1, "int16": 2, "int24": 3, "int32": 4, "float32": 4}
+#: Bytes per sample of the uncompressed codings whose length :func:`_check_not_truncated` checks.
+_SAMPLE_WIDTH = {
+    "PCM_S8": 1,
+    "PCM_U8": 1,
+    "ULAW": 1,
+    "ALAW": 1,
+    "PCM_16": 2,
+    "PCM_24": 3,
+    "PCM_32": 4,
+    "FLOAT": 4,
+    "DOUBLE": 8,
+}
+#: The WAV data size of a recording whose writer never came back to fill it in.
+_UNKNOWN_SIZE = 0xFFFFFFFF
 
 _BIT_DEPTH: dict[str, int] = {"float32": 32, "int24": 24, "int16": 16}
 
@@ -52,21 +71,17 @@ class AudioSpan:
         return int(self.samples.shape[1])
 
     def content_sha256(self) -> str:
-        """Hash of the decoded span (rate included): the identity of what was separated."""
+        """Hash of the decoded span (rate included): the identity of what was separated.
+
+        It costs only the span, whatever the file's length: the rate as text,
+        then each channel's float32 samples in turn.
+        """
         digest = hashlib.sha256(str(self.samplerate).encode())
         digest.update(np.ascontiguousarray(self.samples, dtype=np.float32).tobytes())
         return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _open(path: Path) -> AudioFile:
+def _open(path: Path) -> soundfile.SoundFile:
     if not path.exists():
         raise AudioInputError(
             f"Input file not found: {path}", "Check the path (quote it if it contains spaces)."
@@ -74,8 +89,8 @@ def _open(path: Path) -> AudioFile:
     if not path.is_file():
         raise AudioInputError(f"{path} is not a file.", "Give the path of an audio file.")
     try:
-        return AudioFile(str(path))
-    except (ValueError, RuntimeError, OSError) as error:
+        return soundfile.SoundFile(str(path))
+    except (RuntimeError, ValueError, OSError) as error:
         raise AudioInputError(
             f"Cannot read {path} as audio ({error}).",
             f"Use a WAV, AIFF, FLAC, MP3 or OGG file; convert other formats first "
@@ -83,37 +98,86 @@ def _open(path: Path) -> AudioFile:
         ) from error
 
 
-def _check_not_truncated(path: Path, handle: AudioFile) -> None:
-    """pedalboard pads a truncated file with silence; catch that instead of separating it."""
-    suffix = path.suffix.lower()
-    if suffix in _UNCOMPRESSED:
-        width = _BYTES_PER_SAMPLE.get(str(handle.file_dtype), 1)
-        needed = handle.frames * handle.num_channels * width
-        if path.stat().st_size < needed:
-            raise AudioInputError(
-                f"{path} is truncated: its header promises {handle.frames} frames "
-                f"({needed} bytes of samples) but the file holds only {path.stat().st_size} bytes.",
-                "Re-export or copy the file again; it was cut off while being written.",
-            )
+def _sample_bytes(path: Path) -> tuple[int, int] | None:
+    """``(declared, present)``: bytes of samples a WAV or AIFF header promises, and holds.
+
+    libsndfile quietly shortens a file whose samples were cut off, so we read the
+    chunk headers ourselves (a few bytes each, never the samples).
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+            order, wanted, offset_bytes = ("<" if head[:4] == b"RIFF" else ">"), b"data", 0
+        elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+            order, wanted, offset_bytes = ">", b"SSND", 8  # SSND starts with offset, block size
+        else:
+            return None  # RF64, W64, ...: not checked
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk_id, length = struct.unpack(f"{order}4sI", handle.read(8))
+            if chunk_id == wanted:
+                if wanted == b"data" and length == _UNKNOWN_SIZE:
+                    return None  # libsndfile then reads to the end of the file
+                first_sample = position + 8 + offset_bytes
+                return length - offset_bytes, max(0, size - first_sample)
+            position += 8 + length + (length & 1)  # chunks are padded to an even length
+    return None
 
 
-def _check_flac_decodes(path: Path, start: int, frames: int) -> None:
-    """pedalboard returns zeros where a FLAC stream is damaged; libsndfile reports it."""
-    import soundfile
+def _check_not_truncated(path: Path, handle: soundfile.SoundFile) -> None:
+    """A WAV or AIFF cut off while being written is refused, not read as a shorter file."""
+    width = _SAMPLE_WIDTH.get(handle.subtype)
+    if handle.format not in ("WAV", "WAVEX", "AIFF") or width is None:
+        return
+    sizes = _sample_bytes(path)
+    if sizes is not None and sizes[1] < sizes[0]:
+        declared, present = sizes
+        raise AudioInputError(
+            f"{path} is truncated: its header promises {declared // (width * handle.channels)} "
+            f"frames ({declared} bytes of samples) but the file holds only {present} bytes "
+            "of them.",
+            "Re-export or copy the file again; it was cut off while being written.",
+        )
 
-    try:
-        with soundfile.SoundFile(str(path)) as handle:
-            handle.seek(start)
-            handle.read(frames, dtype="float32")
-    except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise _undecodable_flac(path, error) from error
 
-
-def _undecodable_flac(path: Path, error: Exception) -> AudioInputError:
+def _undecodable(path: Path, error: Exception) -> AudioInputError:
     return AudioInputError(
-        f"{path} is damaged or truncated: the FLAC stream cannot be decoded ({error}).",
+        f"{path} is damaged or truncated: it cannot be decoded ({error}).",
         "Re-export or copy the file again.",
     )
+
+
+def _decode(handle: soundfile.SoundFile, path: Path, frames: int) -> np.ndarray:
+    """The next ``frames`` (fewer at the end of the file) as ``(channels, n)`` float32."""
+    try:
+        interleaved = handle.read(frames, dtype="float32", always_2d=True)
+    except RuntimeError as error:  # libsndfile's decoders report damage (a FLAC losing sync)
+        raise _undecodable(path, error) from error
+    return np.ascontiguousarray(interleaved.T)
+
+
+def _seek(handle: soundfile.SoundFile, path: Path, frame: int) -> None:
+    """Go to ``frame`` of the gapless decode, exactly.
+
+    libsndfile's Ogg seek can land up to a Vorbis block off (libsndfile issue
+    #885; we measured 86 samples near the end of a file), so an OGG is decoded
+    from its start instead. WAV, AIFF and FLAC seek directly; MP3 seeks
+    sample-exactly by scanning frame headers (bytes read, not decoded).
+    """
+    if handle.format != "OGG":
+        try:
+            handle.seek(frame)
+        except RuntimeError as error:
+            raise _undecodable(path, error) from error
+        return
+    done = 0
+    while done < frame:
+        got = _decode(handle, path, min(BLOCK_FRAMES, frame - done)).shape[1]
+        if got == 0:
+            raise _ended_early(path, done, frame)
+        done += got
 
 
 def _check_finite(
@@ -138,10 +202,10 @@ def _ended_early(path: Path, got: int, expected: int) -> AudioInputError:
 
 
 def audio_info(path: Path | str) -> tuple[int, int, int]:
-    """``(samplerate, channels, frames)`` of a readable audio file."""
+    """``(samplerate, channels, frames)`` of a readable audio file, as decoded gaplessly."""
     path = Path(path)
     with _open(path) as handle:
-        return int(handle.samplerate), int(handle.num_channels), int(handle.frames)
+        return int(handle.samplerate), int(handle.channels), int(handle.frames)
 
 
 @dataclass(frozen=True)
@@ -152,10 +216,12 @@ class _SpanPlan:
     total: int
 
 
-def _plan_span(path: Path, handle: AudioFile, start: float, duration: float | None) -> _SpanPlan:
+def _plan_span(
+    path: Path, handle: soundfile.SoundFile, start: float, duration: float | None
+) -> _SpanPlan:
     """Validate the file's header and the requested span without decoding audio."""
-    samplerate = round(handle.samplerate)
-    channels = int(handle.num_channels)
+    samplerate = int(handle.samplerate)
+    channels = int(handle.channels)
     total = int(handle.frames)
     seconds = total / samplerate if samplerate else 0.0
     if not MIN_SAMPLERATE <= samplerate <= MAX_SAMPLERATE:
@@ -202,19 +268,21 @@ def check_span(path: Path | str, start: float = 0.0, duration: float | None = No
 
 
 def read_span(path: Path | str, start: float = 0.0, duration: float | None = None) -> AudioSpan:
-    """Read ``[start, start + duration)`` seconds (to the end if ``duration`` is None)."""
+    """Read ``[start, start + duration)`` seconds (to the end if ``duration`` is None).
+
+    Only the span is read from a WAV, AIFF or FLAC; an MP3 or OGG is read from
+    its start up to the span's end (see :func:`_seek`).
+    """
     path = Path(path)
     with _open(path) as handle:
         plan = _plan_span(path, handle, start, duration)
-        handle.seek(plan.first)
-        samples = np.asarray(handle.read(plan.count), dtype=np.float32)
-    if path.suffix.lower() == ".flac":
-        _check_flac_decodes(path, plan.first, plan.count)
+        _seek(handle, path, plan.first)
+        samples = _decode(handle, path, plan.count)
     if samples.shape[1] != plan.count:
         raise _ended_early(path, samples.shape[1], plan.count)
     _check_finite(path, samples, plan.first, plan.samplerate, whole_span=True)
     return AudioSpan(
-        samples=np.ascontiguousarray(samples),
+        samples=samples,
         samplerate=plan.samplerate,
         source=path,
         start_frame=plan.first,
@@ -229,7 +297,11 @@ def write_audio(
     sample_format: SampleFormat = "float32",
     overwrite: bool = False,
 ) -> Path:
-    """Write ``(channels, frames)`` as WAV atomically; float32 keeps every value as is."""
+    """Write ``(channels, frames)`` as WAV atomically; float32 keeps every value as is.
+
+    Integer formats are scaled by ``2**(bits - 1)`` (pedalboard does so), the
+    scale they are read back with, here and in DAWs, and clipped.
+    """
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     with open_writer(path, samplerate, samples.shape[0], sample_format, overwrite) as writer:
         writer.write(samples)
@@ -259,7 +331,7 @@ def open_span(path: Path | str, start: float = 0.0, duration: float | None = Non
     path = Path(path)
     with _open(path) as handle:
         plan = _plan_span(path, handle, start, duration)
-        channels = int(handle.num_channels)
+        channels = int(handle.channels)
     return SpanInfo(path, plan.samplerate, channels, plan.first, plan.count, plan.total)
 
 
@@ -279,29 +351,17 @@ def iter_span(info: SpanInfo, block_frames: int = BLOCK_FRAMES) -> Iterator[np.n
     constant memory. Damage is reported when the block holding it is reached.
     """
     path = info.source
-    flac = path.suffix.lower() == ".flac"
-    with _open(path) as handle, contextlib.ExitStack() as stack:
-        checker = None
-        if flac:
-            import soundfile
-
-            checker = stack.enter_context(soundfile.SoundFile(str(path)))
-            checker.seek(info.start_frame)
-        handle.seek(info.start_frame)
+    with _open(path) as handle:
+        _seek(handle, path, info.start_frame)
         done = 0
         while done < info.frames:
             count = min(block_frames, info.frames - done)
-            samples = np.asarray(handle.read(count), dtype=np.float32)
-            if checker is not None:
-                try:
-                    checker.read(count, dtype="float32")
-                except (RuntimeError, soundfile.LibsndfileError) as error:
-                    raise _undecodable_flac(path, error) from error
+            samples = _decode(handle, path, count)
             if samples.shape[1] != count:
                 raise _ended_early(path, done + samples.shape[1], info.frames)
             _check_finite(path, samples, info.start_frame + done, info.samplerate)
             done += count
-            yield np.ascontiguousarray(samples)
+            yield samples
 
 
 class AudioWriter:

@@ -16,17 +16,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
 from daw_bridge import __version__
 from daw_bridge.audio.io import (
     AudioSpan,
     SampleFormat,
     SpanInfo,
-    file_sha256,
     iter_span,
     open_span,
     open_writer,
@@ -35,7 +36,7 @@ from daw_bridge.audio.io import (
 )
 from daw_bridge.audio.resample import resample
 from daw_bridge.errors import CancelledError, InvalidOptionError
-from daw_bridge.files import atomic_output, ensure_writable
+from daw_bridge.files import atomic_output, check_output_folder, ensure_writable
 from daw_bridge.separation.base import CancelCheck, ProgressCallback, Separator
 
 #: The stem that receives what the model left out, so the stems sum to the mix.
@@ -75,6 +76,7 @@ def stem_targets(
 ) -> dict[str, Path]:
     """Stem files by name; fails before minutes of inference if one may not be written."""
     targets = {name: folder / f"{name}.wav" for name in stem_names(separator, two_stems)}
+    check_output_folder(folder)
     for target in [*targets.values(), folder / MANIFEST_NAME]:
         ensure_writable(target, overwrite)
     return targets
@@ -363,6 +365,17 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _file_facts(path: Path) -> dict:
+    """Size and modification time: whether the source changed since, at no cost.
+
+    The file is not hashed, which would read all of a two-hour file to split
+    ten seconds of it; ``span_sha256`` (the decoded span) identifies the audio.
+    """
+    stat = path.stat()
+    modified = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+    return {"file_size": stat.st_size, "file_modified": modified.isoformat()}
+
+
 def _manifest(
     separator: Separator,
     span: AudioSpan | SpanInfo,
@@ -381,11 +394,15 @@ def _manifest(
         "versions": {
             "daw-bridge": __version__,
             "python": platform.python_version(),
-            **{name: _version(name) for name in ("torch", "demucs", "pedalboard", "numpy")},
+            **{
+                name: _version(name)
+                for name in ("torch", "demucs", "pedalboard", "numpy", "soundfile")
+            },
+            "libsndfile": soundfile.__libsndfile_version__,  # the decoder behind span_sha256
         },
         "input": {
             "path": str(span.source.resolve()),
-            "file_sha256": file_sha256(span.source),
+            **_file_facts(span.source),
             "span_sha256": span_sha256 or span.content_sha256(),
             "start_frame": span.start_frame,
             "start_seconds": span.start_frame / span.samplerate,

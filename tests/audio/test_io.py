@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+import wave
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile
@@ -12,6 +16,17 @@ from daw_bridge.errors import AudioInputError, InvalidOptionError, OutputExistsE
 from tests.conftest import noise, write_wav
 
 SR = 44100
+
+
+def write_pcm_wav(path: Path, integers: np.ndarray, width: int) -> Path:
+    """A PCM WAV of ``(channels, frames)`` integers, made by the standard library."""
+    little_endian = np.ascontiguousarray(integers.T, dtype="<i4").view(np.uint8)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(integers.shape[0])
+        handle.setsampwidth(width)
+        handle.setframerate(SR)
+        handle.writeframes(little_endian.reshape(-1, 4)[:, :width].tobytes())
+    return path
 
 
 @pytest.mark.parametrize("suffix", [".wav", ".aiff", ".flac", ".ogg", ".mp3"])
@@ -94,6 +109,36 @@ def test_truncated_flac_is_reported(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(AudioInputError, match="damaged or truncated"):
         read_span(path)
+
+
+def test_truncated_aiff_is_reported(tmp_path):
+    path = tmp_path / "t.aiff"
+    with AudioFile(str(path), "w", SR, 2, bit_depth=24) as handle:
+        handle.write(noise(seconds=1.0))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioInputError, match="truncated: its header promises 44100 frames"):
+        read_span(path)
+
+
+def test_a_wav_whose_data_size_was_never_filled_in_is_read_to_its_end(tmp_path):
+    """A recorder that stopped before fixing its header leaves the size 0xFFFFFFFF."""
+    integers = np.arange(-500, 500).reshape(2, 500)
+    path = write_pcm_wav(tmp_path / "recording.wav", integers, 2)
+    data = bytearray(path.read_bytes())
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = struct.pack("<I", 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(read_span(path).samples, integers / 32768)
+
+
+@pytest.mark.parametrize(("width", "full_scale"), [(2, 32768), (3, 8388608)])
+def test_integer_pcm_reads_as_daws_read_it(tmp_path, width, full_scale):
+    """16 bit as x / 32768 (not x / 32767), 24 bit as x / 8388608: what REAPER plays."""
+    integers = np.array([[-full_scale, -full_scale // 2, -1, 0, 1, full_scale - 1]])
+    span = read_span(write_pcm_wav(tmp_path / "pcm.wav", integers, width))
+    np.testing.assert_array_equal(span.samples, integers / full_scale)
+    assert span.samples[0, 0] == -1.0 and span.samples[0, 1] == -0.5
 
 
 def test_zero_length_file(tmp_path):

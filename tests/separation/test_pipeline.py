@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -142,7 +143,9 @@ def test_manifest_describes_the_job(tmp_path, tiny):
     assert manifest["model"] == tiny.name
     assert manifest["samplerate"] == 48000 and manifest["frames"] == 48000
     assert manifest["input"]["start_frame"] == 12000
-    assert manifest["input"]["file_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert manifest["input"]["file_size"] == source.stat().st_size
+    modified = datetime.fromisoformat(manifest["input"]["file_modified"]).timestamp()
+    assert modified == pytest.approx(source.stat().st_mtime, abs=1e-6)
     assert manifest["input"]["span_sha256"] == read_span(source, 0.25, 1.0).content_sha256()
     assert manifest["stems"] == {s: f"{s}.wav" for s in ("drums", "bass", "other", "vocals")}
     assert manifest["sum_to_input"] is True and manifest["residual_stem"] == "other"
