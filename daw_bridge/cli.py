@@ -242,9 +242,15 @@ def _load(args: argparse.Namespace):
 
 def _run_split(args: argparse.Namespace) -> int:
     from daw_bridge.audio.io import check_span
+    from daw_bridge.files import check_output_folder
     from daw_bridge.separation.pipeline import split_file
 
     check_span(args.input, args.start, args.duration)  # before any download or model load
+    check_output_folder(args.out)
+    if args.midi:
+        from daw_bridge.midi.convert import check_kinds
+
+        check_kinds(parse_kinds(args.midi))
     preset = None
     if args.preset:
         from daw_bridge.presets.apply import check_tail
@@ -299,10 +305,12 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     from daw_bridge.audio.io import write_audio
     from daw_bridge.demo import synthetic_song
+    from daw_bridge.files import check_output_folder
     from daw_bridge.models.loader import DSP_MODEL
     from daw_bridge.separation.metrics import best_constant_gain_sdr, sdr
     from daw_bridge.separation.pipeline import split_file
 
+    check_output_folder(args.out)
     mix, truth = synthetic_song(seconds=8.0)
     clip = write_audio(args.out / "demo_clip.wav", mix, 44100, overwrite=True)
     print(f"Demo clip: {clip} (8 s synthetic song: drums, bass, voice-like lead, pad)")
@@ -356,10 +364,13 @@ def _run_models(_args: argparse.Namespace) -> int:
 
 def _run_midi(args: argparse.Namespace) -> int:
     from daw_bridge.audio.io import read_span
+    from daw_bridge.files import check_output_folder, ensure_writable
     from daw_bridge.midi.convert import stem_to_midi
 
-    span = read_span(args.stem)
     out = args.out or args.stem.with_suffix(".mid")
+    check_output_folder(out.parent)  # before the transcription, not after it
+    ensure_writable(out, args.overwrite)
+    span = read_span(args.stem)
     notes = stem_to_midi(
         span.samples, span.samplerate, args.kind, out, args.min_note, args.overwrite
     )

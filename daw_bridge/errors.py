@@ -30,6 +30,10 @@ class OutputExistsError(DawBridgeError):
     """Writing would overwrite a file the user already has."""
 
 
+class OutputFolderError(DawBridgeError):
+    """The output folder cannot be created or written to."""
+
+
 class ModelUnavailableError(DawBridgeError):
     """Model weights cannot be found, downloaded or verified."""
 

@@ -12,6 +12,7 @@ import pytest
 from daw_bridge.audio.io import read_span
 from daw_bridge.cli import main
 from tests.conftest import EVAL_SONGS, SOURCES, free_port, noise, write_wav
+from tests.output_folders import UNUSABLE, unusable_folder
 
 
 @pytest.fixture(autouse=True)
@@ -203,6 +204,39 @@ def test_split_with_a_preset_writes_processed_stems_in_a_subfolder(tmp_path, son
     assert str(folder / "instrumental" / "vocals.wav") in capsys.readouterr().out
     # An unknown preset is refused before any separation.
     assert "no preset named" in run_error(capsys, [*argv, "--preset", "nope", "--overwrite"])
+
+
+#: Each command that writes, without its --out; SONG stands for the input file.
+WRITING_COMMANDS = {
+    "split": ["split", "SONG"],
+    "split --preset": ["split", "SONG", "--preset", "karaoke"],
+    "split --midi": ["split", "SONG", "--midi", "drums"],
+    "demo": ["demo"],
+}
+
+
+@pytest.mark.parametrize("case", UNUSABLE)
+@pytest.mark.parametrize("command", WRITING_COMMANDS)
+def test_an_unusable_output_folder_is_refused_before_the_model_loads(
+    tmp_path, song, capsys, monkeypatch, command, case
+):
+    def no_model(_args):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr("daw_bridge.cli._load", no_model)
+    with unusable_folder(case, tmp_path) as (bad, says):
+        argv = [str(song) if arg == "SONG" else arg for arg in WRITING_COMMANDS[command]]
+        error = run_error(capsys, [*argv, "--out", str(bad), "-q"])
+    assert str(bad) in error and says in error
+    assert "How to fix: Choose an output folder you can write to" in error
+
+
+def test_client_split_to_an_unusable_folder_is_refused_at_once(tmp_path, song, dsp_server, capsys):
+    (tmp_path / "taken").write_text("a file")
+    argv = [*dsp_server, "split", str(song), "--out", str(tmp_path / "taken")]
+    error = run_error(capsys, argv)
+    assert f"{tmp_path / 'taken'} is a file" in error and "How to fix:" in error
+    assert main([*dsp_server, "split", str(song), "--out", str(tmp_path / "fine"), "-q"]) == 0
 
 
 def test_client_split_with_a_preset_then_apply_another(tmp_path, song, dsp_server, capsys):

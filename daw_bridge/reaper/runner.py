@@ -18,6 +18,7 @@ from typing import Any
 
 from daw_bridge.client.client import Client, ServerUnavailableError, connect
 from daw_bridge.errors import DawBridgeError
+from daw_bridge.files import check_output_folder
 from daw_bridge.midi import parse_kinds
 from daw_bridge.midi.notes import retime_midi
 from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES
@@ -214,6 +215,7 @@ def _fresh_folder(out_dir: Path, entry: ItemSpan, request: Request) -> Path:
         )
     tag = request.setting("preset") or request.setting("model") or "stems"
     base = f"{entry.path.stem} {entry.start:.3f}-{entry.start + entry.duration:.3f}s {tag}"
+    check_output_folder(out_dir / "daw-bridge")  # a clear message, not a bare OSError
     (out_dir / "daw-bridge").mkdir(parents=True, exist_ok=True)
     for number in range(1, 10_000):
         candidate = out_dir / "daw-bridge" / (base if number == 1 else f"{base} ({number})")

@@ -19,6 +19,7 @@ import zmq
 
 from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError
+from daw_bridge.files import check_output_folder
 from daw_bridge.models.loader import model_names
 from daw_bridge.protocol import (
     FINAL_STATES,
@@ -154,6 +155,8 @@ class Server:
         if kind == "models":
             return {"type": "models", "models": model_names(), "loaded": self.pool.loaded()}
         if kind == "submit":
+            # Refused now, with the path, rather than failing after the separation.
+            check_output_folder(message["out_dir"])
             return self._accept(client, message, self.queue)
         if kind == "shutdown":
             self.running = False
@@ -182,6 +185,7 @@ class Server:
                 "a preset.",
                 "Wait until it is done (`daw-bridge client result JOB`), or split the clip again.",
             )
+        check_output_folder(source.result["folder"])  # the preset's subfolder goes in it
         return self._accept(client, message, self.preset_queue)
 
     def _accept(

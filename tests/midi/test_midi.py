@@ -12,10 +12,18 @@ from daw_bridge.midi.convert import stem_to_midi
 from daw_bridge.midi.drums import CLOSED_HIHAT, KICK, SNARE
 from daw_bridge.midi.notes import Note, read_notes, write_midi
 from tests.conftest import noise, write_wav
+from tests.output_folders import UNUSABLE, unusable_folder
 
 SR = 44100
 BASS_LINE = [(40, 0.0, 0.5), (45, 0.5, 1.0), (43, 1.0, 1.5), (40, 1.5, 2.0), (47, 2.0, 2.5),
              (45, 2.5, 3.25), (38, 3.25, 4.0)]  # fmt: skip
+
+
+def note_channels(path) -> set[int]:
+    """MIDI channels of a file's notes, numbered 1 to 16 as DAWs show them."""
+    import mido
+
+    return {m.channel + 1 for m in mido.MidiFile(str(path)) if m.type in ("note_on", "note_off")}
 
 
 def hz(pitch: float) -> float:
@@ -43,6 +51,7 @@ def test_drum_onsets_of_a_clean_pattern_score_at_least_0_9(tmp_path):
     onsets = np.unique(np.round([n.start for n in read_notes(tmp_path / "d.mid")], 4))
     assert mir_eval.onset.f_measure(truth, onsets, window=0.05)[0] >= 0.9
     assert {n.pitch for n in notes} == {KICK, SNARE, CLOSED_HIHAT}
+    assert note_channels(tmp_path / "d.mid") == {10}  # General MIDI drums: heard as a kit
 
     def beat_phase(note: Note) -> float:  # 0 on the kick beats, 0.5 on the snare beats
         return ((note.start - 0.1) % 1.0 + 0.05) % 1.0 - 0.05
@@ -67,6 +76,7 @@ def test_bass_line_notes_score_at_least_0_8(tmp_path):
         offset_ratio=None,
     )
     assert f_measure >= 0.8
+    assert note_channels(tmp_path / "b.mid") == {1}  # not channel 10, which plays drums
 
 
 def test_absolute_timing_is_kept_in_the_file(tmp_path):
@@ -99,6 +109,32 @@ def test_midi_command(tmp_path, capsys):
     assert main(["midi", str(stem), "--kind", "bass"]) == 0
     assert (tmp_path / "bass.mid").is_file() and "notes from" in capsys.readouterr().out
     assert main(["midi", str(stem), "--kind", "bass"]) == 2  # never overwrites silently
+
+
+def no_transcription(*_args, **_kwargs):
+    raise AssertionError("the stem was transcribed before its MIDI file could be written")
+
+
+@pytest.mark.parametrize("case", UNUSABLE)
+def test_midi_command_refuses_an_unusable_folder_before_transcribing(
+    tmp_path, capsys, monkeypatch, case
+):
+    monkeypatch.setattr("daw_bridge.midi.convert.stem_to_midi", no_transcription)
+    stem = write_wav(tmp_path / "bass.wav", render_bass())
+    with unusable_folder(case, tmp_path) as (bad, says):
+        code = main(["midi", str(stem), "--kind", "bass", "--out", str(bad / "bass.mid")])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error
+    assert str(bad) in error and says in error and "How to fix:" in error
+
+
+def test_an_existing_midi_file_is_refused_before_transcribing(tmp_path, capsys, monkeypatch):
+    stem = write_wav(tmp_path / "bass.wav", render_bass())
+    (tmp_path / "bass.mid").write_bytes(b"mine")
+    monkeypatch.setattr("daw_bridge.midi.convert.stem_to_midi", no_transcription)
+    assert main(["midi", str(stem), "--kind", "bass"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "bass.mid").read_bytes() == b"mine"
 
 
 def test_split_can_write_midi_for_its_stems(tmp_path):

@@ -20,10 +20,33 @@ from hypothesis import strategies as st
 from daw_bridge.audio.io import read_span
 from daw_bridge.client.client import Client, ServerUnavailableError, connect
 from daw_bridge.errors import DawBridgeError
-from daw_bridge.protocol import encode
+from daw_bridge.protocol import FINAL_STATES, encode
 from daw_bridge.server.jobs import Job
 from daw_bridge.server.server import Server
 from tests.conftest import ServerProcess, free_address, noise, write_wav
+from tests.output_folders import UNUSABLE, read_only, unusable_folder
+
+#: The longest any job here may take; a stuck one fails its test instead of hanging the suite.
+JOB_DEADLINE_S = 120.0
+
+
+class DeadlineClient(Client):
+    """A client whose ``wait`` gives up after :data:`JOB_DEADLINE_S`.
+
+    ``Client.wait`` follows a job as long as the server sends heartbeats, so a
+    job stuck in the worker would keep a test waiting for ever.
+    """
+
+    def wait(self, job: str, on_event=None) -> dict:
+        deadline = time.monotonic() + JOB_DEADLINE_S
+
+        def within_the_deadline(event: dict) -> None:
+            if on_event is not None:
+                on_event(event)
+            if event["state"] not in FINAL_STATES and time.monotonic() > deadline:
+                raise AssertionError(f"job {job} still {event['state']} after {JOB_DEADLINE_S} s")
+
+        return super().wait(job, within_the_deadline)
 
 
 def raw_exchange(address: str, frames: list[bytes], wait_ms: int = 5000) -> dict | None:
@@ -49,7 +72,7 @@ def server(tiny_checkpoint, state):
 
 @pytest.fixture
 def client(server):
-    with Client(server.address, timeout=20) as c:
+    with DeadlineClient(server.address, timeout=20) as c:
         yield c
 
 
@@ -70,7 +93,7 @@ def test_hello_status_and_models(client, tiny_checkpoint):
 def test_serve_backend_option_reaches_every_model_it_loads(tiny_checkpoint, tmp_path):
     process = ServerProcess(tiny_checkpoint, tmp_path, "--backend", "torch")
     try:
-        with Client(process.address, timeout=20) as client:
+        with DeadlineClient(process.address, timeout=20) as client:
             assert client.status()["backend"] == "torch"
     finally:
         process.kill()
@@ -97,7 +120,7 @@ def test_long_spans_are_separated_from_the_file_in_blocks_with_the_same_stems(
         tiny_checkpoint, tmp_path / "state", env={"DAW_BRIDGE_STREAM_SECONDS": "1"}
     )
     try:
-        with Client(streaming.address, timeout=30) as other:
+        with DeadlineClient(streaming.address, timeout=30) as other:
             first = other.wait(other.submit(song, tmp_path / "a", start=0.5, duration=2.0))
             again = other.wait(other.submit(song, tmp_path / "b", start=0.5, duration=2.0))
     finally:
@@ -135,7 +158,7 @@ def test_several_clients_at_once(server, tmp_path):
 
     def run(i: int) -> None:
         path = write_wav(tmp_path / f"c{i}.wav", noise(seconds=1.5, seed=100 + i))
-        with Client(server.address, timeout=30) as own:
+        with DeadlineClient(server.address, timeout=30) as own:
             results[i] = own.wait(own.submit(path, tmp_path / f"out{i}"))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
@@ -274,7 +297,7 @@ def test_client_killed_mid_job_the_job_finishes_and_its_result_can_be_fetched(se
     job = child.stdout.readline().strip()
     child.kill()
     child.wait()
-    with Client(server.address, timeout=30) as later:
+    with DeadlineClient(server.address, timeout=30) as later:
         final = later.wait(job)
     assert final["state"] == "done" and (tmp_path / "k" / "vocals.wav").is_file()
 
@@ -283,7 +306,7 @@ def test_dead_server_is_noticed_by_a_waiting_client(tiny_checkpoint, tmp_path):
     process = ServerProcess(tiny_checkpoint, tmp_path / "state")
     try:
         path = write_wav(tmp_path / "d.wav", noise(seconds=30.0, seed=3))
-        with Client(process.address, timeout=2) as c:
+        with DeadlineClient(process.address, timeout=2) as c:
             job = c.submit(path, tmp_path / "d")
             process.process.send_signal(signal.SIGSTOP)
             with pytest.raises(ServerUnavailableError, match="No daw-bridge server answered"):
@@ -299,9 +322,11 @@ def test_server_killed_mid_job_leaves_no_partial_files_and_serves_after_restart(
     state = tmp_path / "state"
     process = ServerProcess(tiny_checkpoint, state)
     path = write_wav(tmp_path / "long.wav", noise(seconds=30.0, seed=5))
-    with Client(process.address, timeout=20) as c:
+    with DeadlineClient(process.address, timeout=20) as c:
         job = c.submit(path, tmp_path / "out")
+        deadline = time.monotonic() + JOB_DEADLINE_S
         while c.result(job)["progress"] < 0.1:
+            assert time.monotonic() < deadline, "the job never got to 10 %"
             time.sleep(0.1)
     process.kill()
     visible = (
@@ -312,7 +337,7 @@ def test_server_killed_mid_job_leaves_no_partial_files_and_serves_after_restart(
     assert visible == []
     again = ServerProcess(tiny_checkpoint, state)
     try:
-        with Client(again.address, timeout=20) as c:
+        with DeadlineClient(again.address, timeout=20) as c:
             lost = c.result(job)
             assert lost["state"] == "failed" and "stopped" in lost["error"]["problem"]
             small = write_wav(tmp_path / "small.wav", noise(seconds=1.0))
@@ -463,3 +488,34 @@ def test_an_unknown_preset_fails_a_split_before_separating(client, song, tmp_pat
     final = client.wait(client.submit(song, tmp_path / "never", preset="nope"))
     assert final["state"] == "failed" and "no preset named 'nope'" in final["error"]["problem"]
     assert not (tmp_path / "never").exists()
+
+
+def job_records(state: Path) -> set[str]:
+    return {path.name for path in (state / "jobs").glob("*.json")}
+
+
+@pytest.mark.parametrize("case", UNUSABLE)
+def test_an_unusable_output_folder_is_refused_at_submit_and_the_server_keeps_serving(
+    client, song, state, tmp_path, case
+):
+    jobs_before = job_records(state)
+    with (
+        unusable_folder(case, tmp_path) as (bad, says),
+        pytest.raises(DawBridgeError) as refused,
+    ):
+        client.submit(song, bad)
+    assert str(bad) in refused.value.problem and says in refused.value.problem
+    assert "Choose an output folder you can write to" in refused.value.fix
+    assert job_records(state) == jobs_before  # no job was created, so nothing was separated
+    assert client.wait(client.submit(song, tmp_path / "fine"))["state"] == "done"
+
+
+def test_a_preset_is_not_re_applied_into_a_folder_that_became_read_only(client, song, tmp_path):
+    done = client.wait(client.submit(song, tmp_path / "stems"))
+    with (
+        read_only(tmp_path / "stems"),
+        pytest.raises(DawBridgeError, match="Cannot write into the output folder") as refused,
+    ):
+        client.apply(done["job"], "karaoke")
+    assert str(tmp_path / "stems") in refused.value.problem
+    assert client.wait(client.apply(done["job"], "karaoke"))["state"] == "done"
