@@ -10,7 +10,7 @@ import pytest
 
 from daw_bridge.cli import main
 from daw_bridge.reaper import keyvalue
-from daw_bridge.reaper.actions import ACTIONS, LIBRARY, scripts_folder
+from daw_bridge.reaper.actions import ACTIONS, LIBRARY, Action, scripts_folder
 from daw_bridge.reaper.install import install
 from daw_bridge.reaper.reapack import render_index
 
@@ -65,10 +65,29 @@ def test_without_a_resource_path_a_missing_reaper_folder_is_explained(
     assert "No REAPER resource folder" in error and "--resource-path" in error
 
 
+#: Ids that users' shortcuts and toolbar buttons already point at, by the action's
+#: file name ("daw-bridge - <name>.lua"): they must never change.
+SHIPPED_COMMAND_IDS = {
+    "Split selected items into stems": "RS22300510f725f343bb71ebc3182f2898d0a39463",
+    "Split selected items into vocals and instrumental": (
+        "RS3387b46c025b769addaa90d03783ee07cb5e0f63"
+    ),
+    "Split selected items into 6 stems": "RS5a65429da247acb3b865f0bc6ee391915d9608ad",
+    "Split selected items with preset": "RS04de0049d7cc97badd43ee45c4d5c9a321eb4f70",
+    "Apply preset to stems": "RS35a5595c897434ce3a5af801a812597b0a848d6c",
+    "Settings": "RS338148cb3ecbcd2a92df68aefb90b8b9ff9d1fd3",
+}
+
+
 def test_command_ids_are_stable_and_distinct() -> None:
     ids = [action.command_id for action in ACTIONS]
     assert len(set(ids)) == len(ids)
-    assert ids[0] == ACTIONS[0].command_id  # derived from the file name only
+    current = {action.file: action.command_id for action in ACTIONS}
+    shipped = {name: current.get(f"daw-bridge - {name}.lua") for name in SHIPPED_COMMAND_IDS}
+    assert shipped == SHIPPED_COMMAND_IDS
+    # Derived from the file name only: a reworded description keeps the shortcut.
+    reworded = Action(ACTIONS[0].file, "another description")
+    assert reworded.command_id == ACTIONS[0].command_id
 
 
 def test_the_committed_reapack_index_is_current_and_lists_every_script() -> None:

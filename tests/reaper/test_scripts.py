@@ -9,7 +9,6 @@ until the shim is done, as REAPER would. ExecProcess really starts
 from __future__ import annotations
 
 import copy
-import os
 import shlex
 import time
 from pathlib import Path
@@ -260,12 +259,14 @@ def test_the_client_command_is_quoted_for_paths_with_spaces_and_non_ascii(reaper
         .encode()
     )
     odd = "/Users/Zoë Müller/REAPER Media/it's here/request.txt"
-    command = b" ".join(quote(arg.encode()) for arg in ["/opt/py 3/python", "-m", odd])
-    assert shlex.split(command.decode()) == ["/opt/py 3/python", "-m", odd]
+    windows = "C:\\Program Files\\Python 3\\python.exe"
+    arguments = ["/opt/py 3/python", "-m", odd, windows]
+    command = b" ".join(quote(arg.encode()) for arg in arguments)
+    # Off Windows, REAPER splits the command into words as a POSIX shell does (the fake: shlex).
+    assert shlex.split(command.decode()) == arguments
     for bad in ['/a "b"/c', "/a/$HOME", "C:\\ends\\"]:
         with pytest.raises(Exception, match="cannot pass this path"):
             quote(bad.encode())
-    assert os.sep  # the fake runs the command with POSIX word splitting (shlex)
 
 
 def test_split_with_preset_inserts_processed_stems_and_keeps_the_raw_ones(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -15,6 +16,7 @@ from demucs.htdemucs import HTDemucs
 
 from daw_bridge.errors import CancelledError, InvalidOptionError
 from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator, pick_device
+from tests.cancel_latency import cancel_latencies
 from tests.conftest import EVAL_SONGS, SHARED_MODELS, mix_of, tiny_htdemucs
 
 SR = 44100
@@ -196,3 +198,22 @@ def test_cancel_interrupts_a_forward_pass_between_layers(model):
             mix_of(1.0), done.append, cancel_after_a_few_layers
         )
     assert done == []  # stopped inside the first segment's forward pass
+
+
+def test_a_cancel_stops_the_engine_within_50_ms_when_its_layers_are_short():
+    """The README's 50 ms, with the torch backend, for layers of 10 ms each.
+
+    Every one of the model's 206 modules sleeps 10 ms before it runs, so one
+    segment takes over two seconds: a cancel checked only between segments
+    would take about a second. (The full-size htdemucs has single layers, its
+    attention, of about 0.5 s on a 2-core CPU: a cancel waits for those.)
+    """
+    model = tiny_htdemucs(seed=2)
+    for module in model.modules():
+        module.register_forward_pre_hook(lambda *_: time.sleep(0.01))
+    engine = DemucsEngine([model], device="cpu", backend="torch")
+    mix = mix_of(1.0)
+    latencies = cancel_latencies(
+        lambda should_cancel: engine.apply(mix, None, should_cancel), [0.13, 0.47, 0.81]
+    )
+    assert max(latencies) < 0.05, latencies
