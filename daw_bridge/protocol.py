@@ -9,6 +9,7 @@ client imports it and starts in well under 150 ms, so no torch, no numpy.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -49,6 +50,17 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
+#: Longest text field (a path, a name, an option); only uploaded audio may be longer.
+MAX_TEXT_CHARS = 4096
+#: Longest file or folder name, in UTF-8 bytes, as most file systems allow.
+MAX_NAME_BYTES = 255
+#: Longest span start or duration a request may name: 10 million seconds (115 days).
+MAX_SECONDS = 1e7
+MAX_SHIFTS = 20
+#: Longest integer literal accepted (Python would otherwise parse thousands of digits).
+_MAX_INT_DIGITS = 20
+
+
 class ProtocolError(ValueError):
     """A message that does not follow this protocol."""
 
@@ -57,11 +69,26 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":")).encode()
 
 
+def _refuse_constant(name: str) -> float:
+    raise ProtocolError(f"{name} is not a number JSON allows")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ProtocolError(f"an integer of {len(text)} digits is too long")
+    return int(text)
+
+
 def decode(frame: bytes) -> dict[str, Any]:
+    """Parse one frame; NaN, Infinity, huge integers and deep nesting are refused."""
     try:
-        message = json.loads(frame.decode("utf-8"))
+        message = json.loads(
+            frame.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_bounded_int
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ProtocolError(f"not a JSON message: {error}") from error
+    except RecursionError as error:
+        raise ProtocolError("the JSON is nested too deeply") from error
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("a message is a JSON object with a string 'type'")
     return message
@@ -80,14 +107,85 @@ def _check_fields(where: str, message: dict, fields: dict, required: bool) -> No
             raise ProtocolError(f"'{name}' has the wrong type ({type(value).__name__})")
 
 
+def _check_text(name: str, value: Any, limit: int = MAX_TEXT_CHARS) -> None:
+    """Text a file system and a reply can carry: bounded, no NUL, no lone surrogates."""
+    if not isinstance(value, str):
+        return  # its type is checked by _check_fields
+    if len(value) > limit:
+        raise ProtocolError(f"'{name}' is {len(value):,} characters long; at most {limit:,}")
+    if "\0" in value:
+        raise ProtocolError(f"'{name}' contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ProtocolError(f"'{name}' is not valid Unicode text ({error.reason})") from None
+
+
+def _check_path(name: str, value: Any) -> None:
+    _check_text(name, value)
+    if isinstance(value, str):
+        for part in value.replace("\\", "/").split("/"):
+            if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+                raise ProtocolError(
+                    f"'{name}' holds a name of {len(part.encode('utf-8'))} bytes; file systems "
+                    f"allow at most {MAX_NAME_BYTES}"
+                )
+
+
+def _is_absolute(path: str) -> bool:
+    """Absolute on this (the server's) system: ``C:\\...`` is not, on Linux."""
+    return Path(path).is_absolute()
+
+
+def _check_seconds(name: str, value: Any, allow_zero: bool) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return  # None, or a type _check_fields refuses
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= MAX_SECONDS):
+        low = "0" if allow_zero else "more than 0"
+        raise ProtocolError(f"'{name}' must be {low} to {MAX_SECONDS:,.0f} seconds, not {value}")
+
+
+def _check_texts(message: dict[str, Any], kind: str) -> None:
+    """Every text field of a request, by what it names."""
+    for name in ("job", "preset", "tail"):
+        _check_text(name, message.get(name))
+    if kind != "submit":
+        return
+    source, options = message["source"], message.get("options", {})
+    _check_path("path", source.get("path"))
+    _check_path("name", source.get("name"))
+    _check_path("out_dir", message["out_dir"])
+    if not _is_absolute(message["out_dir"]):
+        raise ProtocolError(
+            "'out_dir' must be an absolute path (a relative one would land wherever the "
+            "server happens to run)"
+        )
+    _check_seconds("start", source.get("start", 0), allow_zero=True)
+    _check_seconds("duration", source.get("duration"), allow_zero=False)
+    for name in ("model", "two_stems", "format", "tail"):
+        _check_text(name, options.get(name))
+    _check_path("preset", options.get("preset"))
+    if not 0 <= options.get("shifts", 0) <= MAX_SHIFTS:
+        raise ProtocolError(f"'shifts' must be 0 to {MAX_SHIFTS}")
+    kinds = options.get("midi", [])
+    if len(kinds) > 8:
+        raise ProtocolError("'midi' names at most 8 stems")
+    for kind in kinds:
+        _check_text("midi", kind, limit=64)
+
+
 def validate_request(message: dict[str, Any]) -> dict[str, Any]:
     """Check a request's type, version and fields; return it unchanged."""
     kind = message["type"]
     if kind not in REQUESTS:
-        raise ProtocolError(f"unknown message type '{kind}'; known: {', '.join(REQUESTS)}")
-    if message.get("v") != PROTOCOL_VERSION:
+        shown = kind if len(kind) <= 64 else kind[:64] + "..."
+        raise ProtocolError(f"unknown message type {shown!r}; known: {', '.join(REQUESTS)}")
+    version = message.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # true == 1 in Python
+        shown = repr(version) if len(repr(version)) <= 64 else "given"
         raise ProtocolError(
-            f"protocol version {message.get('v')!r} is not {PROTOCOL_VERSION}: "
+            f"protocol version {shown} is not {PROTOCOL_VERSION}: "
             "update daw-bridge so client and server match"
         )
     _check_fields(kind, message, REQUESTS[kind], required=True)
@@ -109,10 +207,10 @@ def validate_request(message: dict[str, Any]) -> dict[str, Any]:
             raise ProtocolError("'options' must be an object")
         unknown = set(options) - set(SUBMIT_OPTIONS)
         if unknown:
-            raise ProtocolError(
-                f"unknown options {sorted(unknown)}; known: {sorted(SUBMIT_OPTIONS)}"
-            )
+            shown = sorted(name[:64] for name in unknown)[:5]
+            raise ProtocolError(f"unknown options {shown}; known: {sorted(SUBMIT_OPTIONS)}")
         _check_fields("options", options, SUBMIT_OPTIONS, required=False)
         if not all(isinstance(kind, str) for kind in options.get("midi", [])):
             raise ProtocolError("'midi' must be a list of stem names")
+    _check_texts(message, kind)
     return message

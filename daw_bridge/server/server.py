@@ -126,7 +126,12 @@ class Server:
             request_id = message.get("req")
             reply = self._handle(client, validate_request(message))
         except ProtocolError as error:
-            reply = {"type": "error", "problem": f"Invalid message: {error}", "fix": ""}
+            reply = {
+                "type": "error",
+                "problem": f"Invalid message: {error}.",
+                "fix": "Correct that field of the request (daw_bridge/protocol.py says what "
+                "each one takes), or update daw-bridge so client and server match.",
+            }
         except DawBridgeError as error:
             reply = {"type": "error", "problem": error.problem, "fix": error.fix or ""}
         except Exception as error:  # never let a message take the server down
