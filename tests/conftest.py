@@ -139,6 +139,26 @@ def free_address() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 
 
+def as_owner(socket):
+    """A bare ZeroMQ socket that connects as the owner's client (CURVE, the owner's keys)."""
+    from daw_bridge import keys
+
+    pair = keys.client_pair()
+    socket.curve_publickey = pair.public.encode()
+    socket.curve_secretkey = pair.secret.encode()
+    socket.curve_serverkey = keys.server_pair().public.encode()
+    return socket
+
+
+def as_server(socket):
+    """A bare ZeroMQ socket that listens as this machine's server (CURVE, any client key)."""
+    from daw_bridge import keys
+
+    socket.curve_server = True
+    socket.curve_secretkey = keys.server_pair().secret.encode()
+    return socket
+
+
 class ServerProcess:
     """A real ``daw-bridge serve`` on a free port, with its own state, cache and preset folders."""
 
@@ -179,6 +199,19 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("DAW_BRIDGE_CACHE_DIR", None)
     else:
         os.environ["DAW_BRIDGE_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_keys(tmp_path_factory: pytest.TempPathFactory):
+    """The owner's CURVE keys go to a temporary config folder, shared by every client and
+    server the tests start (subprocesses inherit it), never the user's own keys."""
+    previous = os.environ.get("DAW_BRIDGE_CONFIG_DIR")
+    os.environ["DAW_BRIDGE_CONFIG_DIR"] = str(tmp_path_factory.mktemp("config"))
+    yield
+    if previous is None:
+        os.environ.pop("DAW_BRIDGE_CONFIG_DIR", None)
+    else:
+        os.environ["DAW_BRIDGE_CONFIG_DIR"] = previous
 
 
 def save_hub_safetensors(checkpoint: Path, folder: Path) -> Path:

@@ -3,6 +3,9 @@
 It notices a dead or hung server (no reply, or no job event for ``timeout``
 seconds while waiting: the server sends one at least every second) and says so
 clearly. ``autostart`` launches a server in the background on first use.
+Every connection is CURVE-encrypted with the owner's keys (:mod:`daw_bridge.keys`),
+found without any set-up; a server that refuses the key, or cannot prove it is
+the server this client knows, is reported as such, at once.
 """
 
 from __future__ import annotations
@@ -17,35 +20,71 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from daw_bridge import keys
 from daw_bridge.errors import DawBridgeError
-from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES, ProtocolError, decode, encode
+from daw_bridge.protocol import (
+    DEFAULT_ADDRESS,
+    FINAL_STATES,
+    MAX_MESSAGE_BYTES,
+    ProtocolError,
+    decode,
+    encode,
+)
 
 _IDEMPOTENT = {"hello", "status", "models", "result", "watch"}
 #: Longest wait for a watched job's next event before asking for its state again.
 _SILENCE_S = 5.0
+_HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 
 class ServerUnavailableError(DawBridgeError):
     """No server answered, or it stopped answering."""
 
 
+class AccessRefusedError(DawBridgeError):
+    """The server refused this client's key, or is not the server this client knows."""
+
+
 class Client:
-    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        timeout: float = 10.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self.address = address
         self.timeout = timeout
+        #: The server's ``--max-message-mb``: it drops larger messages without a word.
+        self.max_message_bytes = max_message_bytes
         self._context = zmq.Context.instance()
         self._ids = itertools.count(1)
         self._pending: list[dict[str, Any]] = []  # events that arrived while awaiting a reply
+        self._keys = keys.client_pair()
+        self._server_key = keys.server_key_for(address)
         self._socket = self._connect()
 
     def _connect(self) -> zmq.Socket:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.curve_publickey = self._keys.public.encode("ascii")
+        socket.curve_secretkey = self._keys.secret.encode("ascii")
+        socket.curve_serverkey = self._server_key.encode("ascii")
+        # A refused handshake shows only here; without it, it would look like a dead server.
+        self._handshakes = socket.get_monitor_socket(_HANDSHAKE_FAILURES)
         socket.connect(self.address)
         return socket
 
     def close(self) -> None:
+        if self._socket.closed:
+            return
+        self._socket.disable_monitor()
+        self._handshakes.close(0)
         self._socket.close(0)
 
     def __enter__(self) -> Client:
@@ -64,12 +103,43 @@ class Client:
         )
 
     def _receive(self, timeout: float) -> dict[str, Any]:
-        if not self._socket.poll(int(timeout * 1000)):
-            # A request that never got an answer poisons the socket's queue: start fresh.
-            self._socket.close(0)
-            self._socket = self._connect()
-            raise self._unavailable(timeout)
-        return self._read()
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._handshakes, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = dict(poller.poll(int(1000 * max(0.0, deadline - time.monotonic()))))
+            if self._socket in ready:
+                return self._read()
+            if self._handshakes in ready:
+                event = recv_monitor_message(self._handshakes)["event"]
+                self._reconnect()
+                raise self._refused(event)
+            if time.monotonic() >= deadline:
+                # A request that never got an answer poisons the socket's queue: start fresh.
+                self._reconnect()
+                raise self._unavailable(timeout)
+
+    def _reconnect(self) -> None:
+        self.close()
+        self._socket = self._connect()
+
+    def _refused(self, event: int) -> AccessRefusedError:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return AccessRefusedError(
+                f"The daw-bridge server at {self.address} refused this client's key "
+                f"({self._keys.public}).",
+                f"On the server's machine, its owner can let it in: "
+                f"`daw-bridge keys allow '{self._keys.public}'`.",
+            )
+        return AccessRefusedError(
+            f"The server at {self.address} is not the daw-bridge server this client knows "
+            "(the secure handshake failed).",
+            "If it runs on this machine, another user or an older daw-bridge started it: "
+            "stop it and run `daw-bridge serve`. If it runs on another machine, run "
+            f"`daw-bridge keys show` there, then here `daw-bridge keys trust {self.address} "
+            "SERVER-KEY`.",
+        )
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -95,7 +165,15 @@ class Client:
 
     def _request_once(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         request_id = next(self._ids)
-        self._socket.send(encode({**message, "req": request_id}))
+        frame = encode({**message, "req": request_id})
+        if len(frame) > self.max_message_bytes:
+            raise DawBridgeError(
+                f"This request is {len(frame) / 2**20:.1f} MiB; the daw-bridge server takes at "
+                f"most {self.max_message_bytes / 2**20:.0f} MiB in one message.",
+                "Give the audio as a path the server can read instead of sending its bytes "
+                "(audio sent as bytes is limited to about 12 MB).",
+            )
+        self._socket.send(frame)
         deadline = time.monotonic() + timeout
         while True:
             reply = self._receive(max(0.0, deadline - time.monotonic()))

@@ -12,8 +12,9 @@ import zmq
 
 from daw_bridge.client.client import Client, ServerUnavailableError
 from daw_bridge.client.status_file import render, write_status
+from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import decode, encode
-from tests.conftest import free_address
+from tests.conftest import as_server, free_address
 
 
 def test_client_never_imports_torch_or_numpy():
@@ -87,7 +88,7 @@ def test_a_preset_given_as_a_path_is_sent_absolute(tmp_path, monkeypatch):
 def _fake_server(address: str, replies: list[dict], seen: list[dict]) -> None:
     """Answers each request with the next of ``replies`` (plus its ``req``), sends no events."""
     context = zmq.Context.instance()
-    socket = context.socket(zmq.ROUTER)
+    socket = as_server(context.socket(zmq.ROUTER))
     socket.setsockopt(zmq.LINGER, 0)
     socket.bind(address)
     try:
@@ -130,3 +131,14 @@ def test_a_waiting_client_still_reports_a_server_that_stopped_answering():
     ):
         client.wait("j1")
     server.join()
+
+
+def test_a_request_over_the_servers_message_cap_is_refused_before_it_is_sent():
+    """The server drops larger messages without a word: the client would wait for nothing."""
+    with Client(free_address(), timeout=5, max_message_bytes=2**20) as client:
+        started = time.monotonic()
+        with pytest.raises(DawBridgeError) as error:
+            client.submit_audio(b"\0" * 2**20, "clip.wav", "/tmp/out")
+    assert time.monotonic() - started < 1.0
+    assert "most 1 MiB in one message" in error.value.problem
+    assert "as a path" in str(error.value.fix)

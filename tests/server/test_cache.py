@@ -49,3 +49,43 @@ def test_least_recently_used_entries_go_first(tmp_path):
     assert cache.lookup("old") is None
     assert cache.lookup("used") is not None and cache.lookup("new") is not None
     assert cache.size() <= 2500
+
+
+def test_the_sha256_of_each_file_is_recorded_in_its_manifest_when_published(tmp_path):
+    import hashlib
+    import json
+
+    cache = StemCache(tmp_path, max_bytes=10_000)
+    entry(cache, "k", 10)
+    manifest = json.loads((tmp_path / "k" / "manifest.json").read_text())
+    assert manifest["sha256"] == {"vocals.wav": hashlib.sha256(b"x" * 10).hexdigest()}
+
+
+def test_an_entry_altered_after_it_was_published_is_dropped_not_served(tmp_path):
+    cache = StemCache(tmp_path, max_bytes=10_000)
+    for key, alter in [
+        ("changed", lambda folder: (folder / "vocals.wav").write_bytes(b"y" * 10)),
+        ("added", lambda folder: (folder / "drums.wav").write_bytes(b"z")),
+        ("removed", lambda folder: (folder / "vocals.wav").unlink()),
+        ("unrecorded", lambda folder: (folder / "manifest.json").write_text("{}")),
+    ]:
+        entry(cache, key, 10)
+        alter(tmp_path / key)
+        assert cache.lookup(key) is None, key
+        assert not (tmp_path / key).exists(), key
+
+
+def test_a_hit_hashes_an_entry_again_only_when_its_files_changed(tmp_path, monkeypatch):
+    from daw_bridge.server import cache as module
+
+    hashed: list[str] = []
+    sha256 = module._sha256
+    monkeypatch.setattr(module, "_sha256", lambda path: hashed.append(path.name) or sha256(path))
+    cache = StemCache(tmp_path, max_bytes=10_000)
+    entry(cache, "k", 10)
+    time.sleep(0.2)  # older than a file-time tick: a later change shows in the times
+    hashed.clear()
+    assert cache.lookup("k") is not None and hashed == ["vocals.wav"]
+    assert cache.lookup("k") is not None and hashed == ["vocals.wav"]  # unchanged: not read
+    (tmp_path / "k" / "vocals.wav").write_bytes(b"y" * 10)  # same size, same inode
+    assert cache.lookup("k") is None

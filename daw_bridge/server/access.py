@@ -1,0 +1,149 @@
+"""Who gets in, and what each client may ask for.
+
+The door: the server's socket speaks CURVE only, and a ZAP handler admits the
+owner's client key and the remote keys the owner allowed (``daw-bridge keys
+allow``); anything else is turned away in the handshake, before a request is
+read. Inside: each request carries the key that sent it (ZeroMQ's ``User-Id``,
+set by the handler, never taken from the message), jobs belong to that key,
+and only the owner may name files on this machine, since the server reads and
+writes them with the owner's rights.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from daw_bridge import keys
+from daw_bridge.errors import DawBridgeError
+
+log = logging.getLogger(__name__)
+
+
+class Gate:
+    """The CURVE keys of a server socket and the ZAP handler that checks clients."""
+
+    def __init__(self, context: zmq.Context) -> None:
+        self.server = keys.server_pair()
+        self.owner = keys.client_pair().public
+        self._authenticator = ThreadAuthenticator(context, log=log)
+
+    def secure(self, socket: zmq.Socket) -> None:
+        """Make ``socket`` a CURVE server behind the handler: call before it binds."""
+        self._authenticator.start()
+        self._authenticator.configure_curve_callback("*", self)
+        socket.curve_server = True
+        socket.curve_publickey = self.server.public.encode("ascii")
+        socket.curve_secretkey = self.server.secret.encode("ascii")
+
+    def stop(self) -> None:
+        self._authenticator.stop()
+
+    def callback(self, _domain: str, key: bytes) -> bool:
+        """The ZAP handler's question: may this client key connect?"""
+        return self.admits(key.decode("ascii"))
+
+    def admits(self, key: str | None) -> bool:
+        """The owner's key, or one allowed now (a revoked key stops at its next request)."""
+        return key is not None and (key == self.owner or key in keys.allowed_keys())
+
+
+def check_bind(address: str) -> None:
+    """Refuse an address other machines can reach unless a remote key is allowed."""
+    if is_local(address):
+        return
+    allowed = keys.allowed_keys()
+    if not allowed:
+        raise DawBridgeError(
+            f"Refusing to listen on {address}: other machines can reach it, and no remote "
+            "client key is allowed, so only this machine could use it.",
+            "Allow the other machine's client key first (`daw-bridge keys allow KEY`; "
+            "`daw-bridge keys show` there prints it), or bind tcp://127.0.0.1:PORT.",
+        )
+    log.warning(
+        "listening on %s, reachable from other machines: the owner's key and %d allowed "
+        "remote key(s) get in (`daw-bridge keys show`)",
+        address,
+        len(allowed),
+    )
+
+
+def is_local(address: str) -> bool:
+    """Whether only this machine can connect to ``address`` (loopback TCP, ipc, inproc)."""
+    transport, _, rest = address.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host = rest.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface or a host name: assume the network
+        return False
+
+
+def confine(message: dict[str, Any], owner: bool, private: list[Path]) -> None:
+    """Refuse a request that names files it may not: any, unless it comes from the owner.
+
+    The owner's output folder must be absolute and outside the ``private``
+    folders (the server's state, its caches and keys).
+    """
+    if not owner:
+        named = _files_named(message)
+        if named:
+            raise DawBridgeError(
+                f"Only the owner of this server may name files on its machine; this request "
+                f"names {', '.join(named)}.",
+                "Use the built-in presets and models by name; run jobs that need files "
+                "from the server's own machine.",
+            )
+        return
+    if message["type"] != "submit":
+        return
+    out_dir = Path(message["out_dir"])
+    if not out_dir.is_absolute():
+        raise DawBridgeError(
+            f"The output folder {str(out_dir)!r} is not an absolute path.",
+            "Send the full path (the daw-bridge client does).",
+        )
+    resolved = out_dir.resolve()
+    for folder in private:
+        if resolved.is_relative_to(folder.resolve()):
+            raise DawBridgeError(
+                f"The output folder {out_dir} is inside the server's own folder {folder}.",
+                "Choose a folder of your own for the stems.",
+            )
+
+
+def _files_named(message: dict[str, Any]) -> list[str]:
+    """The fields of a request that name files or folders on the server's machine."""
+    from daw_bridge.models.loader import model_names
+
+    named = []
+    if message["type"] == "submit":
+        if "path" in message["source"]:
+            named.append("the audio file (source path)")
+        named.append("the output folder (out_dir)")
+        options = message.get("options", {})
+        preset, model = options.get("preset"), options.get("model")
+        if preset is not None and preset not in _builtin_presets():
+            named.append(f"the preset {preset!r} (not a built-in preset)")
+        if model is not None and model not in model_names():
+            named.append(f"the model {model!r} (not a model name)")
+    if message["type"] == "apply" and message["preset"] not in _builtin_presets():
+        named.append(f"the preset {message['preset']!r} (not a built-in preset)")
+    return named
+
+
+def _builtin_presets() -> set[str]:
+    """Built-in preset names that no preset of the owner's hides (those are the owner's)."""
+    from daw_bridge.presets import library
+
+    return {entry.name for entry in library.available() if entry.origin == "built-in"}
