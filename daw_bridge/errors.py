@@ -34,6 +34,10 @@ class OutputFolderError(DawBridgeError):
     """The output folder cannot be created or written to."""
 
 
+class StateFolderError(DawBridgeError):
+    """The server's state folder (job records, uploads, stem cache) cannot be written."""
+
+
 class ModelUnavailableError(DawBridgeError):
     """Model weights cannot be found, downloaded or verified."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +107,26 @@ def _write_probe(folder: Path) -> None:
             f"{_CHOOSE_ANOTHER}, or make this one writable: check its permissions, and "
             "that its drive is not mounted read-only.",
         ) from None
+
+
+#: A drive with less free space than this after a failed write is taken to be full.
+_FULL_BYTES = 2**20
+
+
+def is_out_of_space(error: BaseException, folder: Path) -> bool:
+    """Whether ``error``, raised while writing into ``folder``, means its drive is full.
+
+    Some writers (pedalboard) report a full drive only as a failed write, so the
+    free space is looked at too: call this before the partial files are removed.
+    """
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(error, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BYTES
+    except OSError:
+        return False
 
 
 def ensure_writable(final: Path, overwrite: bool) -> None:

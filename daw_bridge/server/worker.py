@@ -1,4 +1,10 @@
-"""The inference worker: runs queued jobs one at a time on the server's device."""
+"""The inference worker: runs queued jobs one at a time on the server's device.
+
+Whatever goes wrong in a job (a bug, a full drive, a job record that cannot be
+saved) fails that job with a message and the next job runs: the worker thread
+never dies. A job's files reach its output folder all at once or not at all
+(:mod:`daw_bridge.delivery`).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,16 @@ import logging
 import os
 import queue
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from daw_bridge.audio.io import open_span, read_span, span_sha256
-from daw_bridge.errors import CancelledError, DawBridgeError
-from daw_bridge.files import ensure_writable, publish, temporary_sibling
+from daw_bridge.delivery import Delivery, staging_folder, sweep, undo
+from daw_bridge.errors import CancelledError, DawBridgeError, OutputFolderError, StateFolderError
+from daw_bridge.files import ensure_writable, is_out_of_space
 from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
 from daw_bridge.presets.library import load as load_preset
@@ -26,7 +34,7 @@ from daw_bridge.separation.pipeline import (
     stream_split,
 )
 from daw_bridge.server.cache import StemCache, cache_key
-from daw_bridge.server.jobs import Job, JobStore
+from daw_bridge.server.jobs import Job, JobStore, without_upload
 from daw_bridge.server.models import ModelPool
 
 log = logging.getLogger(__name__)
@@ -56,21 +64,28 @@ class Worker(threading.Thread):
             if job.cancel.is_set() or job.final:
                 continue
             self.current = job
-            self._run(job)
-            self.current = None
+            try:
+                self._run(job)
+            except Exception:  # _run reports every failure; this only keeps the thread alive
+                log.exception("job %s: unexpected error", job.id)
+            finally:
+                self.current = None
 
     def _finish(self, job: Job, state: str, error: DawBridgeError | None = None) -> None:
         if error is not None:  # before the state: the server may read the job at any moment
             job.error = {"problem": error.problem, "fix": error.fix or ""}
         job.state = state
-        self.store.save(job)
+        try:
+            self.store.save(job)
+        except StateFolderError as failure:  # the client still learns the outcome
+            log.error("job %s ended %s, but its record was not saved: %s", job.id, state, failure)
         self.notify(job)
 
     def _run(self, job: Job) -> None:
-        job.state = "running"
-        self.store.save(job)
-        self.notify(job)
         try:
+            job.state = "running"
+            self.store.save(job)  # a full state drive fails the job here, clearly
+            self.notify(job)
             if job.request["type"] == "apply":
                 job.result = self._reapply(job)
             else:
@@ -90,23 +105,82 @@ class Worker(threading.Thread):
         source = job.request["source"]
         if "path" in source:
             return Path(source["path"])
-        upload = self.store.root / f"{job.id}-{Path(source.get('name', 'audio.wav')).name}"
         try:
-            upload.write_bytes(base64.b64decode(source["data"], validate=True))
+            data = base64.b64decode(source["data"], validate=True)
         except ValueError as error:
             raise DawBridgeError(
                 "The uploaded audio is not valid base64.", "Send the file again."
             ) from error
-        return upload
+        # A private temporary file, never the server's state folder: nothing a client
+        # sends is written there. The name keeps the suffix, which formats are read by.
+        suffix = Path(source.get("name", "audio.wav")).suffix
+        job.request = without_upload(job.request)  # the job no longer holds it in memory
+        upload = None
+        try:
+            descriptor, upload = tempfile.mkstemp(prefix=_upload_prefix(job.id), suffix=suffix)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+        except OSError as error:
+            if upload is not None:
+                Path(upload).unlink(missing_ok=True)
+            raise StateFolderError(
+                f"Cannot save the uploaded audio in {tempfile.gettempdir()} "
+                f"({error.strerror or error}).",
+                "Free some space on that drive (or set TMPDIR to a folder on another drive "
+                "before starting the server), then send the file again.",
+            ) from None
+        return Path(upload)
 
     def _separate(self, job: Job) -> dict:
-        source = job.request["source"]
+        uploaded = "data" in job.request["source"]
         path = self._source(job)
         try:
             return self._separate_file(job, path)
         finally:
-            if "data" in source:
+            if uploaded:
                 path.unlink(missing_ok=True)  # an upload is only kept for its job
+
+    def undo_delivery(self, job: Job) -> None:
+        """Clear what an interrupted ``job`` left: its staged delivery and its upload."""
+        for upload in Path(tempfile.gettempdir()).glob(f"{_upload_prefix(job.id)}*"):
+            upload.unlink(missing_ok=True)
+        folder = self._folder(job)
+        if folder is not None:
+            try:
+                undo(staging_folder(folder, job.id))
+            except OSError as error:
+                log.warning("could not clear job %s's staging in %s: %s", job.id, folder, error)
+
+    def _folder(self, job: Job) -> Path | None:
+        """Where ``job`` delivers its files (an apply job: its source job's folder)."""
+        request = job.request
+        if request.get("type") == "apply":
+            source = self.store.get(str(request.get("job", "")))
+            folder = ((source and source.result) or {}).get("folder")
+        else:
+            folder = request.get("out_dir")
+        return Path(folder) if isinstance(folder, str) else None
+
+    def _delivery(self, job: Job, folder: Path) -> Delivery:
+        """A delivery into ``folder``, after clearing what cut-short jobs left there."""
+
+        def finished(tag: str) -> bool:
+            other = self.store.get(tag)
+            return other is not None and other.final
+
+        sweep(folder, finished)
+        return Delivery(folder, job.id)
+
+    def _refuse_state_folder(self, folder: Path) -> None:
+        """Stems written among the server's own files would be pruned, or break its start."""
+        target = folder.resolve()
+        for state in (self.store.root.parent, self.cache.root):
+            state = state.resolve()
+            if target == state or state in target.parents:
+                raise OutputFolderError(
+                    f"The output folder {folder} is inside the server's state folder {state}.",
+                    "Choose an output folder of your own, e.g. beside your project.",
+                )
 
     def _separate_file(self, job: Job, path: Path) -> dict:
         started = time.perf_counter()
@@ -115,6 +189,7 @@ class Worker(threading.Thread):
         source = request["source"]
         start, duration = source.get("start", 0.0), source.get("duration")
         check_kinds(options.get("midi") or [])  # before any inference
+        self._refuse_state_folder(Path(request["out_dir"]))
         preset = load_preset(options["preset"]) if options.get("preset") else None
         check_tail(options.get("tail"))
         share = 0.9 if preset else 0.97  # of the progress bar, for the separation
@@ -139,6 +214,9 @@ class Worker(threading.Thread):
         key = cache_key(known[0], model, settings)
         folder = Path(request["out_dir"])
         overwrite = bool(options.get("overwrite", False))
+        kinds = options.get("midi") or []
+        for kind in kinds:  # MIDI that may not be written fails before the separation
+            ensure_writable(folder / f"{kind}.mid", overwrite)
         entry = self.cache.lookup(key)
         cached = entry is not None
         if entry is None:
@@ -161,45 +239,48 @@ class Worker(threading.Thread):
                     progress=lambda fraction: setattr(job, "progress", share * fraction),
                     should_cancel=job.cancel.is_set,
                 )
-            except BaseException:
+                entry = self.cache.commit(staging, key)
+            except BaseException as error:
+                full = is_out_of_space(error, staging)  # before its files are removed
                 shutil.rmtree(staging, ignore_errors=True)
+                if full:
+                    raise StateFolderError(
+                        f"The drive holding the server's stem cache {self.cache.root} is full.",
+                        "Free some space on that drive, or start the server with --state-dir "
+                        "on another drive (or a smaller --cache-size-mb).",
+                    ) from error
                 raise
-            entry = self.cache.commit(staging, key)
-        files = _deliver(entry, folder, overwrite)
-        stems = {p.stem: str(p) for p in files if p.suffix == ".wav"}
-        midi_files = midi_for_stems(stems, options.get("midi") or [], overwrite)
-        midi = {kind: str(path) for kind, path in midi_files.items()}
+        with self._delivery(job, folder) as delivery:
+            stems = _stage(entry, delivery)
+            midi = midi_for_stems(stems, kinds)
+            processed = self._apply(job, preset, stems, delivery, share) if preset else None
+            delivery.publish(overwrite, replace_in=[preset.name] if preset else [])
         result = {
-            "midi": midi,
+            "midi": _finals(delivery, midi),
             "folder": str(folder),
-            "stems": stems,
+            "stems": _finals(delivery, stems),
             "manifest": str(folder / "manifest.json"),
             "cached": cached,
             "samplerate": known[1],
             "frames": known[2],
-            "seconds": round(time.perf_counter() - started, 4),
         }
         if preset is not None:
-            result.update(self._apply(job, preset, stems, folder, share))
-            result["seconds"] = round(time.perf_counter() - started, 4)
+            result.update(preset=preset.name, processed=_finals(delivery, processed))
+        result["seconds"] = round(time.perf_counter() - started, 4)
         return result
 
     def _apply(
-        self, job: Job, preset: Preset, stems: dict[str, str], folder: Path, start: float
-    ) -> dict:
-        """Process the raw ``stems`` with ``preset`` into their folder's preset subfolder."""
-        processed = apply_preset(
+        self, job: Job, preset: Preset, stems: dict[str, Path], delivery: Delivery, start: float
+    ) -> dict[str, Path]:
+        """Process the raw ``stems`` with ``preset`` into the delivery's preset subfolder."""
+        return apply_preset(
             preset,
-            {name: Path(path) for name, path in stems.items()},
-            processed_folder(folder, preset),
+            stems,
+            processed_folder(delivery.staging, preset),
             tail=job.request.get("tail") or job.request.get("options", {}).get("tail"),
             progress=lambda f: setattr(job, "progress", start + (0.99 - start) * f),
             should_cancel=job.cancel.is_set,
         )
-        return {
-            "preset": preset.name,
-            "processed": {name: str(path) for name, path in processed.items()},
-        }
 
     def _reapply(self, job: Job) -> dict:
         """A preset on a finished job's raw stems: no separation, raw stems untouched."""
@@ -212,7 +293,11 @@ class Worker(threading.Thread):
         preset = load_preset(job.request["preset"])
         check_tail(job.request.get("tail"))
         result = {**source.result, "source_job": source.id}
-        result.update(self._apply(job, preset, result["stems"], Path(result["folder"]), 0.0))
+        stems = {name: Path(path) for name, path in result["stems"].items()}
+        with self._delivery(job, Path(result["folder"])) as delivery:
+            processed = self._apply(job, preset, stems, delivery, 0.0)
+            delivery.publish(replace_in=[preset.name])
+        result.update(preset=preset.name, processed=_finals(delivery, processed))
         result["seconds"] = round(time.perf_counter() - started, 4)
         return result
 
@@ -240,18 +325,20 @@ def _fingerprint(path: Path, start: float, duration: float | None) -> tuple:
     return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, start, duration)
 
 
-def _deliver(entry: Path, folder: Path, overwrite: bool) -> list[Path]:
-    """Copy a cache entry into the user's folder: all or nothing, nothing clobbered."""
-    sources = sorted(entry.iterdir())
-    targets = [folder / source.name for source in sources]
-    for target in targets:
-        ensure_writable(target, overwrite)
-    folder.mkdir(parents=True, exist_ok=True)
-    for source, target in zip(sources, targets, strict=True):
-        temporary = temporary_sibling(target)
-        try:
-            shutil.copyfile(source, temporary)
-            publish(temporary, target, overwrite)
-        finally:
-            temporary.unlink(missing_ok=True)
-    return targets
+def _upload_prefix(job_id: str) -> str:
+    return f"daw-bridge-{job_id}-"
+
+
+def _stage(entry: Path, delivery: Delivery) -> dict[str, Path]:
+    """Copy a cache entry into the delivery (eviction never touches the copies); its stems."""
+    stems = {}
+    for source in sorted(entry.iterdir()):
+        target = delivery.path(source.name)
+        shutil.copyfile(source, target)
+        if target.suffix == ".wav":
+            stems[target.stem] = target
+    return stems
+
+
+def _finals(delivery: Delivery, staged: dict[str, Path]) -> dict[str, str]:
+    return {name: str(delivery.final(path)) for name, path in staged.items()}
