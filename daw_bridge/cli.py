@@ -15,7 +15,7 @@ from pathlib import Path
 from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError, ModelUnavailableError
 from daw_bridge.midi import parse_kinds
-from daw_bridge.protocol import DEFAULT_ADDRESS
+from daw_bridge.protocol import DEFAULT_ADDRESS, MAX_MESSAGE_BYTES
 from daw_bridge.separation.backends import BACKENDS
 
 EXIT_USER_ERROR = 2
@@ -178,7 +178,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--cache-size-mb", type=int, default=2048, help="stem cache bound (default 2048)"
     )
     serve.add_argument(
-        "--max-message-mb", type=int, default=256, help="larger messages are dropped (default 256)"
+        "--max-message-mb",
+        type=int,
+        default=MAX_MESSAGE_BYTES // 2**20,
+        help=f"larger messages are dropped (default {MAX_MESSAGE_BYTES // 2**20})",
     )
     serve.add_argument(
         "--model-memory-mb",
@@ -186,10 +189,36 @@ def _build_parser() -> argparse.ArgumentParser:
         default=8192,
         help="unload least recently used models above this memory use (default 8192)",
     )
+    from daw_bridge.server.jobs import KEEP_DAYS, KEEP_JOBS
+
+    serve.add_argument(
+        "--keep-days",
+        type=float,
+        default=KEEP_DAYS,
+        help=f"forget finished jobs after this many days (default {KEEP_DAYS:g})",
+    )
+    serve.add_argument(
+        "--keep-jobs",
+        type=int,
+        default=KEEP_JOBS,
+        help=f"and keep at most this many finished jobs (default {KEEP_JOBS})",
+    )
 
     from daw_bridge.reaper.commands import add_commands as add_reaper_commands
 
     add_reaper_commands(commands)
+    keys = commands.add_parser("keys", help="the keys that decide who may use the server")
+    keys_actions = keys.add_subparsers(dest="keys_action", required=True)
+    keys_actions.add_parser("show", help="this machine's keys, allowed clients, known servers")
+    allow = keys_actions.add_parser("allow", help="let another machine's client use this server")
+    allow.add_argument("key", help="the client key `daw-bridge keys show` prints there")
+    allow.add_argument("--label", default="", help="a note of whose key it is")
+    keys_actions.add_parser(
+        "revoke", help="stop letting a client in, or forget a server's key"
+    ).add_argument("key")
+    trust = keys_actions.add_parser("trust", help="record the key of a server on another machine")
+    trust.add_argument("address", help="the server's address, as given to --server")
+    trust.add_argument("key", help="the server key `daw-bridge keys show` prints there")
     client = commands.add_parser("client", help="talk to a running server")
     client.add_argument("--server", default=DEFAULT_ADDRESS, help=f"default {DEFAULT_ADDRESS}")
     client.add_argument("--timeout", type=float, default=10.0, help="seconds of silence = dead")
@@ -391,6 +420,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb * 2**20,
         model_memory_bytes=args.model_memory_mb * 2**20,
         backend=args.backend,
+        keep_days=args.keep_days,
+        keep_jobs=args.keep_jobs,
     ).serve_forever()
     return 0
 
@@ -464,6 +495,39 @@ def _run_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_keys(args: argparse.Namespace) -> int:
+    from daw_bridge import keys
+
+    if args.keys_action == "allow":
+        key = keys.allow(args.key, args.label)
+        print(f"Clients with the key '{key}' may now use this machine's server (not as owner).")
+    elif args.keys_action == "trust":
+        key = keys.trust(args.address, args.key)
+        print(f"The server at {args.address} must now prove it holds the key '{key}'.")
+    elif args.keys_action == "revoke":
+        if not keys.revoke(args.key):
+            raise DawBridgeError(
+                f"{args.key!r} is neither an allowed client key nor a known server's key.",
+                "See `daw-bridge keys show`.",
+            )
+        print(f"Forgot '{args.key}'; a client with it is refused from its next request.")
+    else:
+        server, client = keys.server_pair().public, keys.client_pair().public
+        print(f"Keys in {keys.keys_dir()} (readable by you only):")
+        print(f"  server key '{server}'")
+        print(f"    for clients elsewhere: daw-bridge keys trust tcp://THIS-HOST:PORT '{server}'")
+        print(f"  client key '{client}'")
+        print(f"    for servers elsewhere: daw-bridge keys allow '{client}'")
+        allowed, servers = keys.allowed_keys(), keys.trusted_servers()
+        print(f"Clients of other machines allowed here: {len(allowed) or 'none'}")
+        for key, label in allowed.items():
+            print(f"  '{key}' {label}".rstrip())
+        print(f"Servers of other machines known here: {len(servers) or 'none'}")
+        for address, key in servers.items():
+            print(f"  {address} '{key}'")
+    return 0
+
+
 def _run_presets(args: argparse.Namespace) -> int:
     from daw_bridge.presets import library
 
@@ -512,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _run_serve,
         "client": _run_client,
         "presets": _run_presets,
+        "keys": _run_keys,
         "install-reaper": reaper_commands.run_install,
         "reaper": reaper_commands.run_reaper,
     }

@@ -14,8 +14,10 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5797"
-#: Larger messages are dropped by ZeroMQ before they reach our code.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: Larger messages are dropped by ZeroMQ before they reach our code. Decoding one
+#: message holds up the server's loop (every client's replies and heartbeats): 16 MiB
+#: costs about 0.4 s on 2 vCPUs, 256 MiB cost 6-8 s (benchmarks/server_loop.py).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: The server sends job events at least this often while a job is active.
 HEARTBEAT_SECONDS = 1.0
 

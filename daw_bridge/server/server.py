@@ -8,19 +8,22 @@ that is not valid gets an error reply; nothing a client sends stops the server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import socket as net
 import time
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from daw_bridge import __version__
+from daw_bridge import __version__, keys
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.files import check_output_folder
 from daw_bridge.models.loader import model_names
+from daw_bridge.models.weights import cache_dir
 from daw_bridge.protocol import (
     FINAL_STATES,
     MAX_MESSAGE_BYTES,
@@ -30,8 +33,10 @@ from daw_bridge.protocol import (
     encode,
     validate_request,
 )
+from daw_bridge.server.access import Gate, check_bind, confine
 from daw_bridge.server.cache import StemCache
-from daw_bridge.server.jobs import Job, JobStore
+from daw_bridge.server.jobs import KEEP_DAYS, KEEP_JOBS, Job, JobStore
+from daw_bridge.server.lock import StateLock
 from daw_bridge.server.models import ModelPool, resident_bytes
 from daw_bridge.server.worker import Worker
 
@@ -51,16 +56,28 @@ class Server:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         model_memory_bytes: int = 8 * 2**30,
         backend: str | None = None,
+        keep_days: float = KEEP_DAYS,
+        keep_jobs: int = KEEP_JOBS,
     ) -> None:
+        check_bind(bind)  # before any model loads
         self.bind = bind
         self.max_message_bytes = max_message_bytes
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)  # it holds every job's request: the user's only
         self.pool = ModelPool(model, device, model_dir, model_memory_bytes, backend)
-        self.store = JobStore(state_dir / "jobs")
+        self.lock = StateLock(self.state_dir)
+        self.store = JobStore(state_dir / "jobs", keep_days, keep_jobs)
         self.cache = StemCache(state_dir / "stems", cache_bytes)
         self.queue: queue.Queue[Job | None] = queue.Queue()
         self.notifications: queue.Queue[Job] = queue.Queue()
+        # Workers wake the socket loop through this pair as soon as a job event is
+        # ready, so a finished job's event never waits for a poll timeout.
+        self._wake_up, self._wake_up_sender = net.socketpair()
+        self._wake_up.setblocking(False)
+        self._wake_up_sender.setblocking(False)
         self.watchers: dict[str, set[bytes]] = {}
-        self.worker = Worker(self.queue, self.pool, self.cache, self.store, self.notifications.put)
+        self.worker = Worker(self.queue, self.pool, self.cache, self.store, self._notify)
         # Re-applying a preset takes a second or two: it does not wait behind separations.
         self.preset_queue: queue.Queue[Job | None] = queue.Queue()
         self.preset_worker = Worker(
@@ -68,7 +85,7 @@ class Server:
             self.pool,
             self.cache,
             self.store,
-            self.notifications.put,
+            self._notify,
             name="daw-bridge-presets",
         )
         self.running = True
@@ -76,9 +93,11 @@ class Server:
     # -- lifecycle ------------------------------------------------------------------
 
     def serve_forever(self) -> None:
+        self.lock.acquire(self.bind)  # before anything in the state folder is touched
         self.cache.clean_staging()
         for job in self.store.recover():
             log.warning("job %s was interrupted by a previous shutdown", job.id)
+            self.worker.undo_delivery(job)
         try:
             self.pool.get()  # keep the default model warm from the start
         except DawBridgeError as error:
@@ -87,16 +106,32 @@ class Server:
         socket = context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.bind(self.bind)
+        self.gate = Gate(context)
+        self.gate.secure(socket)
+        try:
+            socket.bind(self.bind)
+        except zmq.ZMQError as error:
+            socket.close(0)
+            self.gate.stop()
+            context.term()
+            self.lock.release()
+            raise _bind_error(self.bind, error) from None
         self.worker.start()
         self.preset_worker.start()
         log.info("serving on %s", self.bind)
         print(f"daw-bridge server ready on {self.bind}", flush=True)
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(self._wake_up, zmq.POLLIN)
         last_tick = 0.0
         try:
             while self.running:
-                if socket.poll(50):
+                until_tick = last_tick + _PROGRESS_INTERVAL - time.monotonic()
+                ready = dict(poller.poll(max(0, int(until_tick * 1000))))
+                if socket in ready:
                     self._receive(socket)
+                if self._wake_up.fileno() in ready:
+                    self._drain_wake_ups()
                 while not self.notifications.empty():
                     self._publish(socket, self.notifications.get())
                 now = time.monotonic()
@@ -111,20 +146,37 @@ class Server:
             self.worker.join(timeout=5)
             self.preset_worker.join(timeout=5)
             socket.close(0)
+            self.gate.stop()
             context.term()
+            self.lock.release()
+            self._wake_up.close()
+            self._wake_up_sender.close()
+
+    def _notify(self, job: Job) -> None:
+        """Called by the workers: queue the job's event and wake the socket loop."""
+        self.notifications.put(job)
+        # A full pair means the loop has wake-ups waiting already.
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            self._wake_up_sender.send(b"\0")
+
+    def _drain_wake_ups(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._wake_up.recv(4096):
+                pass
 
     # -- messages -------------------------------------------------------------------
 
     def _receive(self, socket: zmq.Socket) -> None:
-        frames = socket.recv_multipart(zmq.NOBLOCK)
-        client, payload = frames[0], frames[1:]
+        frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        client, payload = frames[0].bytes, [frame.bytes for frame in frames[1:]]
+        caller = frames[-1].get("User-Id")  # the client's key, as the ZAP handler admitted it
         request_id = None
         try:
             if len(payload) != 1:
                 raise ProtocolError(f"expected one frame, got {len(payload)}")
             message = decode(payload[0])
             request_id = message.get("req")
-            reply = self._handle(client, validate_request(message))
+            reply = self._handle(client, validate_request(message), caller)
         except ProtocolError as error:
             reply = {
                 "type": "error",
@@ -141,8 +193,15 @@ class Server:
             reply["req"] = request_id
         socket.send_multipart([client, encode(reply)])
 
-    def _handle(self, client: bytes, message: dict[str, Any]) -> dict[str, Any]:
+    def _handle(self, client: bytes, message: dict[str, Any], caller: str) -> dict[str, Any]:
         kind = message["type"]
+        if not self.gate.admits(caller):
+            raise DawBridgeError(
+                "This client's key is no longer allowed on this server.",
+                "Ask the server's owner to run `daw-bridge keys allow KEY` for it again.",
+            )
+        owner = caller == self.gate.owner
+        confine(message, owner, [self.state_dir, cache_dir(), keys.keys_dir()])
         if kind == "hello":
             return {"type": "hello", "protocol": PROTOCOL_VERSION, "version": __version__}
         if kind == "status":
@@ -152,8 +211,18 @@ class Server:
                 "loaded": self.pool.loaded(),
                 "device": self.pool.device_name(),
                 "backend": self.pool.backend_name(),
-                "queued": self.queue.qsize(),
-                "running": self.worker.current.id if self.worker.current else None,
+                # Only the caller's jobs: another key's job ids would let it touch them.
+                "queued": sum(
+                    job.state == "queued" and self._owns(job, caller) for job in self.store.active()
+                ),
+                "running": next(
+                    (
+                        job.id
+                        for job in (self.worker.current, self.preset_worker.current)
+                        if job is not None and self._owns(job, caller)
+                    ),
+                    None,
+                ),
                 "rss_mb": round(resident_bytes() / 2**20, 1),
                 "cache_mb": round(self.cache.size() / 2**20, 1),
             }
@@ -162,15 +231,20 @@ class Server:
         if kind == "submit":
             # Refused now, with the path, rather than failing after the separation.
             check_output_folder(message["out_dir"])
-            return self._accept(client, message, self.queue)
+            return self._accept(client, message, self.queue, caller)
         if kind == "shutdown":
+            if not owner:
+                raise DawBridgeError(
+                    "Only the owner of this server may shut it down.",
+                    "Ask the owner of the server's machine to stop it.",
+                )
             self.running = False
             return {"type": "ok"}
         job = self.store.get(message["job"])
-        if job is None:
+        if job is None or not self._owns(job, caller):  # another key's job is not there
             raise DawBridgeError(f"No job {message['job']!r} on this server.", "Check the job id.")
         if kind == "apply":
-            return self._apply(client, job, message)
+            return self._apply(client, job, message, caller)
         if kind == "cancel":
             job.cancel.set()
             if job.state == "queued":
@@ -182,7 +256,9 @@ class Server:
             self.watchers.setdefault(job.id, set()).add(client)
         return {"type": "job", **job.public()}  # "result" and "watch"
 
-    def _apply(self, client: bytes, source: Job, message: dict[str, Any]) -> dict[str, Any]:
+    def _apply(
+        self, client: bytes, source: Job, message: dict[str, Any], caller: str
+    ) -> dict[str, Any]:
         """Queue a preset job on ``source``'s raw stems; refuse one that has no stems yet."""
         if source.state != "done" or not (source.result or {}).get("stems"):
             raise DawBridgeError(
@@ -191,16 +267,20 @@ class Server:
                 "Wait until it is done (`daw-bridge client result JOB`), or split the clip again.",
             )
         check_output_folder(source.result["folder"])  # the preset's subfolder goes in it
-        return self._accept(client, message, self.preset_queue)
+        return self._accept(client, message, self.preset_queue, caller)
 
     def _accept(
-        self, client: bytes, message: dict[str, Any], jobs: queue.Queue[Job | None]
+        self, client: bytes, message: dict[str, Any], jobs: queue.Queue[Job | None], caller: str
     ) -> dict[str, Any]:
-        """Create the job, let its sender watch it, and queue it for ``jobs``' worker."""
-        job = self.store.create(client, message)
+        """Create the job, owned by ``caller``'s key, let its sender watch it, and queue it."""
+        job = self.store.create(client, message, owner=caller)
         self.watchers[job.id] = {client}
         jobs.put(job)
         return {"type": "accepted", "job": job.id}
+
+    def _owns(self, job: Job, caller: str) -> bool:
+        """Jobs recorded before keys existed belong to the owner."""
+        return (job.owner or self.gate.owner) == caller
 
     # -- events ---------------------------------------------------------------------
 
@@ -228,3 +308,12 @@ def default_state_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(os.environ.get("DAW_BRIDGE_STATE_DIR") or user_cache_dir("daw-bridge")) / "server"
+
+
+def _bind_error(bind: str, error: zmq.ZMQError) -> DawBridgeError:
+    """One line, no traceback: what `serve` prints when it cannot listen."""
+    if error.errno == zmq.EADDRINUSE:
+        problem = f"{bind} is already in use by another program: stop it, or pass another --bind."
+    else:
+        problem = f"Cannot serve on {bind} ({error.strerror}): pass another --bind."
+    return DawBridgeError(problem)

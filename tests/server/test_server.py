@@ -23,7 +23,7 @@ from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import FINAL_STATES, encode
 from daw_bridge.server.jobs import Job
 from daw_bridge.server.server import Server
-from tests.conftest import ServerProcess, free_address, noise, write_wav
+from tests.conftest import ServerProcess, as_owner, free_address, noise, write_wav
 from tests.output_folders import UNUSABLE, read_only, unusable_folder
 
 #: The longest any job here may take; a stuck one fails its test instead of hanging the suite.
@@ -50,8 +50,9 @@ class DeadlineClient(Client):
 
 
 def raw_exchange(address: str, frames: list[bytes], wait_ms: int = 5000) -> dict | None:
-    """Send ``frames`` from a bare DEALER socket; the decoded reply, or None if none came."""
-    with zmq.Context.instance().socket(zmq.DEALER) as raw:
+    """Send ``frames`` from a bare DEALER socket with the owner's keys; the decoded reply,
+    or None if none came."""
+    with as_owner(zmq.Context.instance().socket(zmq.DEALER)) as raw:
         raw.setsockopt(zmq.LINGER, 0)
         raw.connect(address)
         raw.send_multipart(frames)
@@ -342,7 +343,8 @@ def test_server_killed_mid_job_leaves_no_partial_files_and_serves_after_restart(
             assert lost["state"] == "failed" and "stopped" in lost["error"]["problem"]
             small = write_wav(tmp_path / "small.wav", noise(seconds=1.0))
             assert c.wait(c.submit(small, tmp_path / "fine"))["state"] == "done"
-        assert not list((state / "stems").glob(".staging-*"))
+        stems = state / "server" / "stems"  # ServerProcess's DAW_BRIDGE_STATE_DIR/server
+        assert stems.is_dir() and not list(stems.glob(".staging-*"))
     finally:
         again.kill()
 

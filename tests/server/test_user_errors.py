@@ -76,7 +76,7 @@ def final_error(address: str, job: str) -> dict | None:
         ({"path": "/music/\udcff.wav"}, None, {}),
         ({"path": "/" + "n" * 300 + ".wav"}, None, {}),
         ({}, "stems/relative", {}),
-        ({}, None, {"model": "m" * 50_000_000}),
+        ({}, None, {"model": "m" * 10_000_000}),  # under the 16 MiB message cap
         ({}, None, {"model": "no-such-model"}),
         ({}, None, {"format": "mp4"}),
         ({}, None, {"two_stems": "kazoo"}),
