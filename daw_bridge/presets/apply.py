@@ -141,11 +141,10 @@ def _cost(settings: StemSettings) -> int:
 
 
 def _frames(path: Path) -> int:
-    from pedalboard.io import AudioFile
+    import soundfile
 
     try:
-        with AudioFile(str(path)) as handle:
-            return int(handle.frames)
+        return int(soundfile.info(str(path)).frames)
     except (ValueError, RuntimeError, OSError) as error:
         raise AudioInputError(
             f"Cannot read the raw stem {path} ({error}).", "Split the song again."
@@ -183,7 +182,7 @@ def _process_stem(
     check: Callable[[], None],
     advance: Callable[[int], None],
 ) -> None:
-    from pedalboard.io import AudioFile
+    import soundfile
 
     settings = preset.settings_for(name)
     if settings.passthrough and not settings.mute:
@@ -191,9 +190,9 @@ def _process_stem(
         shutil.copyfile(raw, temporary)  # left exactly as it is: a copy is the fastest way
         advance(_frames(raw))
         return
-    with AudioFile(str(raw)) as source:
-        samplerate, channels = round(source.samplerate), int(source.num_channels)
-        frames = int(source.frames)
+    # Read by libsndfile, as the split read its input: integer stems as x / 2**(bits - 1).
+    with soundfile.SoundFile(str(raw)) as source:
+        samplerate, channels, frames = int(source.samplerate), int(source.channels), source.frames
         blocks = _blocks(source, block_frames, check, advance)
         if settings.mute:
             processed: Iterator[np.ndarray] = (np.zeros_like(block) for block in blocks)
@@ -212,7 +211,7 @@ def _process_stem(
             meter = LoudnessMeter(samplerate, channels)
             _write(scratch, samplerate, channels, _metered(processed, meter), np.float32(1))
             gain = _loudness_gain(meter.integrated(), settings)
-            with AudioFile(str(scratch)) as again:
+            with soundfile.SoundFile(str(scratch)) as again:
                 rescaled = _blocks(again, block_frames, check, lambda _: None)
                 _write(temporary, samplerate, channels, rescaled, gain)
         finally:
@@ -231,11 +230,12 @@ def _blocks(
 ) -> Iterator[np.ndarray]:
     while source.tell() < source.frames:
         check()
-        block = source.read(min(block_frames, source.frames - source.tell()))
+        count = min(block_frames, source.frames - source.tell())
+        block = source.read(count, dtype="float32", always_2d=True).T
         if block.shape[1] == 0:
             break
         advance(block.shape[1])
-        yield np.ascontiguousarray(block, dtype=np.float32)
+        yield np.ascontiguousarray(block)
 
 
 def _metered(blocks: Iterator[np.ndarray], meter: LoudnessMeter) -> Iterator[np.ndarray]:

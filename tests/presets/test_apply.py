@@ -233,3 +233,26 @@ def test_audio_units_are_refused_off_macos(tmp_path, monkeypatch):
     chosen = parse_preset({"name": "au", "stems": {"vocals": {"chain": [step]}}})
     with pytest.raises(PresetError, match="only on macOS"):
         apply_preset(chosen, raw_stems(tmp_path / "raw"), tmp_path / "out")
+
+
+def test_16_bit_stems_are_read_as_daws_read_them(tmp_path):
+    """x / 32768, as libsndfile and REAPER read them (pedalboard read x / 32767)."""
+    import wave
+
+    import soundfile
+
+    values = np.array([16384, -32768, 1, 32767] * 1000, dtype="<i2")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with wave.open(str(raw / "vocals.wav"), "wb") as handle:  # made without our reader
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SR)
+        handle.writeframes(values.tobytes())
+    chosen = preset({"vocals": {"gain_db": -6.0}})
+
+    out = apply_preset(chosen, {"vocals": raw / "vocals.wav"}, processed_folder(raw, chosen))
+
+    processed, _ = soundfile.read(out["vocals"], dtype="float32")
+    expected = (values / 32768).astype(np.float32) * np.float32(10 ** (-6 / 20))
+    np.testing.assert_array_equal(processed, expected)
