@@ -29,12 +29,13 @@ SeparateFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def _read(path: Path) -> np.ndarray:
-    from pedalboard.io import AudioFile
+    """As daw-bridge reads its input: libsndfile, 16-bit FLAC as x / 32768."""
+    import soundfile
 
-    with AudioFile(str(path)) as f:
-        if f.samplerate != SAMPLERATE:
-            raise ValueError(f"{path}: {f.samplerate} Hz, expected {SAMPLERATE} Hz")
-        audio = f.read(f.frames)
+    interleaved, samplerate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    if samplerate != SAMPLERATE:
+        raise ValueError(f"{path}: {samplerate} Hz, expected {SAMPLERATE} Hz")
+    audio = interleaved.T
     if audio.shape[0] == 1:
         audio = np.repeat(audio, 2, axis=0)
     return np.ascontiguousarray(audio, dtype=np.float32)
