@@ -600,15 +600,16 @@ function M.stem_set_options(options)
   return options
 end
 
+-- GetUserInputs splits its captions at commas: no caption may contain one.
 local SETTING_FIELDS = {
   { "address", "Server address" },
   { "model", "Model (empty: the server's)" },
   { "out_dir", "Stem folder (empty: project media)" },
-  { "stem_set", "Stems with presets: 4, 2 or 6" },
+  { "stem_set", "Stems with presets: 4 or 2 or 6" },
   { "autostart", "Start server automatically: 1 or 0" },
   { "colors", "Colour stem tracks: 1 or 0" },
   { "mute_original", "Mute the original items: 1 or 0" },
-  { "midi", "MIDI for: drums,bass,vocals (or empty)" },
+  { "midi", "MIDI for (e.g. drums bass vocals)" },
 }
 
 function M.edit_settings()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
 
 def parse_kinds(text: str | None) -> list[str]:
-    """Stem kinds from a comma-separated setting as people type it ("drums, bass")."""
-    return [kind.strip() for kind in (text or "").split(",") if kind.strip()]
+    """Stem kinds as people type them: "drums,bass", "drums, bass" or "drums bass"."""
+    return [kind for kind in re.split(r"[,\s]+", text or "") if kind]

@@ -239,6 +239,19 @@ def test_settings_are_kept_with_ext_state(reaper) -> None:
     assert state["midi"] == "drums"
 
 
+def test_settings_show_one_caption_per_field_as_reaper_splits_them(reaper) -> None:
+    """REAPER splits GetUserInputs' captions at every comma: a comma in a caption
+    shifts every later label onto the wrong field (issue 15)."""
+    reaper.user_inputs.append("tcp://127.0.0.1:6000|dsp|/tmp/stems|2|0|1|1|drums bass")
+    reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SETTINGS)
+
+    (_title, captions, defaults) = reaper.user_input_calls[-1]
+    assert len(captions) == len(defaults) == 8
+    assert captions[3].startswith("Stems with presets") and captions[7].startswith("MIDI for")
+    state = {key: value for (section, key), value in reaper.persistent_ext_state.items()}
+    assert state["midi"] == "drums bass"
+
+
 def test_not_installed_says_how_to_install(tmp_path) -> None:
     with FakeReaper(tmp_path) as reaper:
         install(reaper.resource_path)
