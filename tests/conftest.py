@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -189,29 +191,33 @@ class ServerProcess:
         self.process.wait()
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` for the session (subprocesses inherit it), then as before."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory):
     """Downloads and exported model cores go to a temporary cache, never the user's."""
-    previous = os.environ.get("DAW_BRIDGE_CACHE_DIR")
-    os.environ["DAW_BRIDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if previous is None:
-        os.environ.pop("DAW_BRIDGE_CACHE_DIR", None)
-    else:
-        os.environ["DAW_BRIDGE_CACHE_DIR"] = previous
+    with _environment("DAW_BRIDGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache"))):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_keys(tmp_path_factory: pytest.TempPathFactory):
     """The owner's CURVE keys go to a temporary config folder, shared by every client and
     server the tests start (subprocesses inherit it), never the user's own keys."""
-    previous = os.environ.get("DAW_BRIDGE_CONFIG_DIR")
-    os.environ["DAW_BRIDGE_CONFIG_DIR"] = str(tmp_path_factory.mktemp("config"))
-    yield
-    if previous is None:
-        os.environ.pop("DAW_BRIDGE_CONFIG_DIR", None)
-    else:
-        os.environ["DAW_BRIDGE_CONFIG_DIR"] = previous
+    with _environment("DAW_BRIDGE_CONFIG_DIR", str(tmp_path_factory.mktemp("config"))):
+        yield
 
 
 def save_hub_safetensors(checkpoint: Path, folder: Path) -> Path:
