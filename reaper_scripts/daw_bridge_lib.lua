@@ -21,6 +21,8 @@ M.DEFAULTS = {
 }
 local FINAL = { done = true, failed = true, cancelled = true }
 local START_TIMEOUT = 30 -- seconds without any status file before we give up
+-- The runner writes heartbeat=<os.time()> every second; this long without one means it died.
+local HEARTBEAT_TIMEOUT = 10
 
 -- Item and take values a stem item copies so it plays exactly in place of the original.
 local ITEM_FIELDS = {
@@ -449,6 +451,10 @@ local function request_cancel(job)
   if file then file:write("cancel\n") file:close() end
 end
 
+local function start(command, windows)
+  return reaper.ExecProcess(command, windows and -2 or -1)
+end
+
 local function finish(job, status)
   if job.window then gfx.quit() end
   M.job = nil
@@ -456,6 +462,16 @@ local function finish(job, status)
   if not status then
     message("The daw-bridge client did not start.\n\nHow to fix: run `daw-bridge install-reaper` "
       .. "in a terminal, then try again. Details may be in " .. job.folder .. "log.txt")
+    return
+  end
+  if job.died then
+    -- The runner cannot cancel its own jobs any more: `daw-bridge reaper cancel` does.
+    request_cancel(job)
+    start(job.prefix .. " " .. M.quote("cancel") .. " " .. M.quote(job.folder .. "request.txt"),
+      job.windows)
+    message("The daw-bridge client stopped without finishing (no sign of life for "
+      .. HEARTBEAT_TIMEOUT .. " s); nothing was inserted and its server jobs are being "
+      .. "cancelled.\n\nDetails may be in " .. job.folder .. "log.txt")
     return
   end
   if status.state == "cancelled" then return end
@@ -473,7 +489,10 @@ end
 local function poll()
   local job = M.job
   if not job then return end
-  local status = M.read_keyvalue(job.folder .. "status.txt")
+  -- A read that fails or finds no heartbeat (file locked, mid-replace) keeps the last good one.
+  local read = M.read_keyvalue(job.folder .. "status.txt")
+  if read and read.state and tonumber(read.heartbeat) then job.status = read end
+  local status = job.status
   if job.window then
     local char = gfx.getchar()
     if char < 0 then
@@ -486,6 +505,10 @@ local function poll()
   if status and FINAL[status.state] then return finish(job, status) end
   if not status and reaper.time_precise() - job.started > START_TIMEOUT then
     return finish(job, nil)
+  end
+  if status and os.time() - tonumber(status.heartbeat) > HEARTBEAT_TIMEOUT then
+    job.died = true
+    return finish(job, status)
   end
   reaper.defer(poll)
 end
@@ -543,10 +566,17 @@ function M.run(options)
     quoted[index] = text
   end
   local windows = reaper.GetOS():find("Win") ~= nil
-  reaper.ExecProcess(table.concat(quoted, " "), windows and -2 or -1)
+  -- The installed command and "reaper" (without "run <request>"): `reaper cancel` reuses it.
+  local prefix = table.concat(quoted, " ", 1, #quoted - 3) .. " " .. quoted[#quoted - 2]
+  if not start(table.concat(quoted, " "), windows) then
+    message("daw-bridge could not start Python:\n" .. table.concat(command, " ")
+      .. "\n\nHow to fix: run `daw-bridge install-reaper` again in a terminal, or check the "
+      .. "Python path (arg.1) in " .. data_folder() .. "daw-bridge.conf")
+    return
+  end
   M.job = {
     folder = folder, entries = entries, skipped = skipped, settings = settings,
-    started = reaper.time_precise(), window = true,
+    started = reaper.time_precise(), window = true, prefix = prefix, windows = windows,
   }
   gfx.init("daw-bridge", WIDTH, 24 + ROW * (#entries + 2))
   reaper.defer(poll)

@@ -21,6 +21,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     actions.add_parser("run", help="follow a request written by a REAPER action").add_argument(
         "request", type=Path
     )
+    actions.add_parser(
+        "cancel", help="cancel the jobs of a request whose runner died, remove its stems"
+    ).add_argument("request", type=Path)
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -41,7 +44,7 @@ def run_reaper(args: argparse.Namespace) -> int:
     import logging
 
     from daw_bridge.errors import DawBridgeError
-    from daw_bridge.reaper.runner import run
+    from daw_bridge.reaper.runner import cancel_leftovers, run
 
     if not Path(args.request).is_file():
         raise DawBridgeError(
@@ -55,4 +58,6 @@ def run_reaper(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         force=True,
     )
+    if args.reaper_action == "cancel":
+        return cancel_leftovers(args.request)
     return run(args.request)

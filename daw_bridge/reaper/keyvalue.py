@@ -6,6 +6,7 @@ newlines. Files are replaced atomically, so a poller never sees half a file.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,6 +35,20 @@ def render(values: Mapping[str, object]) -> str:
     return "".join(f"{key}={one_line(value)}\n" for key, value in values.items())
 
 
+#: Windows refuses to replace a file another process has open (the shim reading it)
+#: with a PermissionError; the reader closes it within milliseconds, so try again.
+_WRITE_TRIES = 5
+_RETRY_SLEEP = 0.05
+
+
 def write(path: Path, values: Mapping[str, object]) -> None:
-    with atomic_output(Path(path), overwrite=True) as temporary:
-        temporary.write_text(render(values), encoding="utf-8")
+    text = render(values)
+    for attempt in range(_WRITE_TRIES):
+        try:
+            with atomic_output(Path(path), overwrite=True) as temporary:
+                temporary.write_text(text, encoding="utf-8")
+            return
+        except PermissionError:
+            if attempt == _WRITE_TRIES - 1:
+                raise
+            time.sleep(_RETRY_SLEEP * (attempt + 1))

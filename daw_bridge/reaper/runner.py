@@ -5,13 +5,19 @@ A Lua shim writes ``request.txt`` into a fresh job folder and starts
 talks to the server and keeps ``status.txt`` beside the request up to date; the
 shim polls it from ``reaper.defer`` and, when the state is final, inserts the
 stems. The shim asks to cancel by creating ``cancel`` in the same folder.
+
+While it lives, this process rewrites the status file every second with
+``heartbeat=<unix time>`` and ``pid=<pid>``: a shim that sees the heartbeat go
+stale knows the process died, whatever killed it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 #: The server sends job events at least every second; silence this long means trouble.
 _EVENT_TIMEOUT = 30.0
 _HELLO_TIMEOUT = 3.0
+#: Seconds between heartbeats; the shim gives up after 10 s without one (see README).
+HEARTBEAT_INTERVAL = 1.0
 
 
 class _Cancelled(Exception):
@@ -47,14 +55,25 @@ class Runner:
         self.jobs: dict[str, str] = {}  # item key -> job id
         self.folders: dict[str, Path] = {}  # item key -> the stem folder it claimed
         self._last_write = 0.0
+        self._lock = threading.Lock()  # the heartbeat thread writes too
+        self._stop = threading.Event()
 
     # -- status -----------------------------------------------------------------------
 
     def _write(self, force: bool = True) -> None:
-        now = time.monotonic()
-        if force or now - self._last_write > 0.1:
-            keyvalue.write(self.status_path, self.status)
-            self._last_write = now
+        with self._lock:
+            now = time.monotonic()
+            if force or now - self._last_write > 0.1:
+                self.status.update(heartbeat=int(time.time()), pid=os.getpid())
+                keyvalue.write(self.status_path, dict(self.status))
+                self._last_write = now
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL):
+            try:
+                self._write()
+            except OSError as error:  # a missed beat is not fatal; ten in a row are
+                log.warning("could not write the heartbeat: %s", error)
 
     def _fail(self, error: DawBridgeError, state: str = "failed") -> None:
         self.status.update(state=state, error=error.problem, fix=error.fix or "")
@@ -66,6 +85,27 @@ class Runner:
     # -- work ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        self._write()
+        beat = threading.Thread(target=self._beat, daemon=True)
+        beat.start()
+        try:
+            return self._run()
+        except Exception as error:  # any bug: say so in the status, not only in the log
+            log.exception("the runner failed")
+            self._stop.set()
+            beat.join()
+            self._fail(
+                DawBridgeError(
+                    f"daw-bridge stopped unexpectedly: {error}",
+                    f"See {self.folder / 'log.txt'}.",
+                )
+            )
+            return 2
+        finally:
+            self._stop.set()
+            beat.join()
+
+    def _run(self) -> int:
         _prune_old_jobs(self.folder.parent, keep=self.folder)
         try:
             request = read_request(self.request_path)
@@ -126,6 +166,7 @@ class Runner:
             for entry in spans:
                 self._wait(client, entry)
         except _Cancelled:
+            _cancel_and_remove(client, list(self.jobs.values()), list(self.folders.values()))
             self.status.update(state="cancelled", error="Cancelled; nothing was inserted.")
             self._write()
             return 1
@@ -151,6 +192,7 @@ class Runner:
             return client.apply(entry.job, options["preset"] or "")
         out = _fresh_folder(Path(request.setting("out_dir")), entry, request)
         self.folders[entry.key] = out
+        self.status[f"item.{entry.key}.out"] = str(out)  # for `reaper cancel` if we die
         return client.submit(entry.path, out, entry.start, entry.duration, **options)
 
     def _check_cancel(self, client: Client) -> None:
@@ -241,3 +283,43 @@ def _prune_old_jobs(jobs: Path, keep: Path) -> None:
 
 def run(request_path: Path) -> int:
     return Runner(request_path).run()
+
+
+def _cancel_and_remove(client: Client | None, jobs: list[str], folders: list[Path]) -> None:
+    """Cancel a click's jobs and remove every stem folder it made, finished ones too.
+
+    Waits for each job to end first: a job still writing would otherwise leave files
+    in a folder just removed.
+    """
+    for job in jobs if client else []:
+        with contextlib.suppress(DawBridgeError):
+            client.cancel(job)
+    for job in jobs if client else []:
+        with contextlib.suppress(DawBridgeError):
+            client.wait(job)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def cancel_leftovers(request_path: Path) -> int:
+    """Clean up after a runner that died: cancel its server jobs, remove its stem folders.
+
+    The shim starts this (``daw-bridge reaper cancel``) when the heartbeat stops, so a
+    dead runner leaves neither a job working for nobody nor stems nobody inserts.
+    """
+    folder = Path(request_path).parent
+    status = keyvalue.read(folder / "status.txt")
+    request = read_request(request_path)
+    keys = status.get("items", "").split(",")
+    jobs = [status[f"item.{k}.job"] for k in keys if status.get(f"item.{k}.job")]
+    folders = [Path(status[f"item.{k}.out"]) for k in keys if status.get(f"item.{k}.out")]
+    address = request.setting("address", DEFAULT_ADDRESS)
+    try:
+        with connect(address, _EVENT_TIMEOUT, hello_timeout=_HELLO_TIMEOUT) as client:
+            _cancel_and_remove(client, jobs, folders)
+    except DawBridgeError as error:
+        log.warning("could not cancel the jobs %s: %s", jobs, error)
+        _cancel_and_remove(None, [], folders)
+    status.update(state="cancelled", error="The runner stopped; its jobs were cancelled.")
+    keyvalue.write(folder / "status.txt", status)
+    return 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,7 @@ import pytest
 
 from daw_bridge.audio.io import read_span
 from daw_bridge.cli import main
-from daw_bridge.reaper import keyvalue
+from daw_bridge.reaper import keyvalue, runner
 from tests.conftest import free_port, noise, write_wav
 
 
@@ -140,3 +143,63 @@ def test_midi_kinds_typed_with_spaces_in_the_settings_are_understood(
     assert status["item.1.state"] == "done", status
     assert status["item.1.midi"] == "drums,bass"
     assert Path(status["item.1.midi.bass"]).is_file()
+
+
+def test_the_status_carries_a_heartbeat_every_second_while_the_runner_lives(
+    source, tmp_path
+) -> None:
+    """The shim tells a live runner from a dead one by this heartbeat (issue 15)."""
+    request = write_request(
+        tmp_path / "job",
+        {"address": f"tcp://127.0.0.1:{free_port()}", "out_dir": tmp_path, "autostart": 0},
+        {"1": audio_item(source, 0.0, 1.0)},
+    )
+    worker = threading.Thread(target=main, args=(["reaper", "run", str(request)],))
+    worker.start()
+    beats = set()
+    while worker.is_alive():  # waits ~3 s for a server that never answers
+        path = request.parent / "status.txt"
+        status = keyvalue.read(path) if path.exists() else {}
+        if status.get("state") == "connecting":
+            beats.add(status["heartbeat"])
+        time.sleep(0.1)
+    worker.join()
+    assert len(beats) >= 2  # rewritten while nothing else changed
+    status = keyvalue.read(request.parent / "status.txt")
+    assert abs(int(status["heartbeat"]) - time.time()) < 5  # the clock Lua's os.time() reads
+    assert status["pid"] == str(os.getpid())
+
+
+def test_an_unexpected_error_ends_in_a_failed_state_not_a_silent_exit(
+    server, source, tmp_path, monkeypatch
+) -> None:
+    def cannot_create(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(runner, "_fresh_folder", cannot_create)
+    request = write_request(
+        tmp_path / "job",
+        {"address": server.address, "out_dir": tmp_path / "media", "autostart": 0},
+        {"1": audio_item(source, 0.0, 1.0)},
+    )
+    assert main(["reaper", "run", str(request)]) == 2
+    status = keyvalue.read(request.parent / "status.txt")
+    assert status["state"] == "failed"
+    assert "No space left on device" in status["error"] and "log.txt" in status["fix"]
+
+
+def test_status_writes_retry_while_windows_refuses_to_replace_an_open_file(
+    tmp_path, monkeypatch
+) -> None:
+    real_replace, failures = os.replace, []
+
+    def replace(source, target):
+        if len(failures) < 2:
+            failures.append(target)
+            raise PermissionError(13, "The process cannot access the file", str(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    keyvalue.write(tmp_path / "status.txt", {"state": "running"})
+    assert len(failures) == 2
+    assert keyvalue.read(tmp_path / "status.txt") == {"state": "running"}

@@ -361,3 +361,60 @@ def test_a_later_click_on_the_same_track_adds_to_its_stem_tracks(reaper, server,
     run_action(reaper, ACTIONS[3].file)
     assert reaper.track_tree()[1] == "Keys stems - karaoke"
     assert reaper.track_tree().count("Keys stems") == 1
+
+
+def test_a_python_that_cannot_start_is_reported_at_once(reaper, source) -> None:
+    """REAPER's ExecProcess returns nil when the program cannot start (issue 15)."""
+    conf = reaper.resource_path / "Data" / "daw-bridge" / "daw-bridge.conf"
+    values = keyvalue.read(conf)
+    values["arg.1"] = str(reaper.resource_path / "gone-venv" / "python")
+    keyvalue.write(conf, values)
+    track = reaper.add_track("T")
+    reaper.select_items(reaper.add_audio_item(track, source, 0.0, 1.0))
+    reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SPLIT)
+    reaper.run_defer(timeout=5)
+    (box,) = reaper.message_boxes
+    assert "could not start Python" in box.msg and "gone-venv" in box.msg
+    assert "install-reaper" in box.msg and "daw-bridge.conf" in box.msg
+
+
+def test_a_runner_that_dies_is_reported_and_its_job_cancelled(reaper, server, tmp_path) -> None:
+    long_song = write_wav(tmp_path / "long.wav", noise(seconds=60.0, seed=1), 44100)
+    configure(reaper, server.address)
+    track = reaper.add_track("T")
+    reaper.select_items(reaper.add_audio_item(track, long_song, 0.0, 60.0))
+    reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SPLIT)
+    reaper.run_defer(until=lambda: any("running" in t for t in reaper.drawn_texts()), timeout=60)
+    reaper.background[0].popen.kill()  # as if the system killed it
+    reaper.run_defer(timeout=30)
+    (box,) = reaper.message_boxes
+    assert "stopped without finishing" in box.msg and "log.txt" in box.msg
+    assert reaper.undo_points == [] and reaper.track_tree() == ["T"]
+    cleanup = reaper.background[1]
+    assert cleanup.argv[-2:-1] == ["cancel"]
+    assert cleanup.popen.wait(timeout=30) == 1, cleanup.output()
+    assert not list((reaper.resource_path.parent / "project").rglob("*.wav"))
+
+
+@pytest.mark.parametrize("finished", [1, 2])
+def test_cancel_after_some_items_finished_inserts_nothing_and_removes_their_stems(
+    reaper, server, source, tmp_path, finished: int
+) -> None:
+    """Cancel means the whole click: no item is inserted, no stem file of it stays."""
+    long_song = write_wav(tmp_path / "long.wav", noise(seconds=60.0, seed=1), 44100)
+    configure(reaper, server.address)
+    track = reaper.add_track("T")
+    short = [
+        reaper.add_audio_item(track, source, 2.0 * i, 1.0, take_name=f"short{i}")
+        for i in range(finished)
+    ]
+    reaper.select_items(*short, reaper.add_audio_item(track, long_song, 10.0, 60.0))
+    reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SPLIT)
+    last = f"short{finished - 1}: done"
+    reaper.run_defer(until=lambda: any(t.startswith(last) for t in reaper.drawn_texts()))
+    assert list((reaper.resource_path.parent / "project").rglob("*.wav"))
+    reaper.click_text("Cancel")
+    reaper.run_defer(timeout=60)
+    assert reaper.message_boxes == [] and reaper.undo_points == []
+    assert reaper.track_tree() == ["T"]
+    assert not list((reaper.resource_path.parent / "project").rglob("*.wav"))
