@@ -183,8 +183,12 @@ class ServerProcess:
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         from daw_bridge.client.client import Client
 
-        with Client(self.address, timeout=30) as client:
-            client.hello()
+        try:
+            with Client(self.address, timeout=30) as client:
+                client.hello()
+        except BaseException:  # a server that never answered must not outlive the test
+            self.kill()
+            raise
 
     def kill(self) -> None:
         self.process.kill()
