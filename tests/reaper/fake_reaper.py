@@ -750,6 +750,8 @@ class FakeReaper:
         self.message_boxes: list[MessageBox] = []
         self.user_inputs: list[Any] = []
         self.user_input_calls: list[tuple[str, list[str], list[str]]] = []
+        #: Seconds added to reaper.time_precise(), so a test can jump past a timeout.
+        self.clock_offset = 0.0
         self.console: list[str] = []
         self.menu_answers: list[Any] = []
         self.menus: list[tuple[str, int]] = []
@@ -2074,7 +2076,8 @@ class FakeReaper:
 
     @api("reaper.time_precise")
     def _time_precise(self) -> float:
-        return time.monotonic()
+        """The monotonic clock, moved forward by ``clock_offset`` (tests skip waiting)."""
+        return time.monotonic() + self.clock_offset
 
     @api("reaper.file_exists")
     def _file_exists(self, path: str) -> bool:

@@ -418,3 +418,30 @@ def test_cancel_after_some_items_finished_inserts_nothing_and_removes_their_stem
     assert reaper.message_boxes == [] and reaper.undo_points == []
     assert reaper.track_tree() == ["T"]
     assert not list((reaper.resource_path.parent / "project").rglob("*.wav"))
+
+
+def test_one_unreadable_status_read_after_30_s_does_not_abandon_a_live_job(
+    reaper, server, tmp_path
+) -> None:
+    """On Windows a read can fail while the runner replaces the file: that read is skipped."""
+    song = write_wav(tmp_path / "song.wav", noise(seconds=20.0, seed=2), 44100)
+    configure(reaper, server.address)
+    track = reaper.add_track("T")
+    reaper.select_items(reaper.add_audio_item(track, song, 0.0, 20.0))
+    reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SPLIT)
+    reaper.run_defer(until=lambda: any("running" in t for t in reaper.drawn_texts()), timeout=60)
+    reaper.clock_offset = 60.0  # past the 30 s the script waits for a first status
+    (run,) = reaper.running
+    run.lua.execute(
+        "local real, failed = io.open, false\n"
+        "io.open = function(path, mode)\n"
+        '  if not failed and path:match("status%.txt$") and (mode or "r"):match("r") then\n'
+        "    failed = true\n"
+        '    return nil, "The process cannot access the file: it is being used"\n'
+        "  end\n"
+        "  return real(path, mode)\n"
+        "end"
+    )
+    reaper.run_defer(timeout=120)
+    assert reaper.message_boxes == []
+    assert len(reaper.undo_points) == 1 and len(stem_items(reaper, "Vocals")) == 1
