@@ -92,8 +92,9 @@ def is_local(address: str) -> bool:
 def confine(message: dict[str, Any], owner: bool, private: list[Path]) -> None:
     """Refuse a request that names files it may not: any, unless it comes from the owner.
 
-    The owner's output folder must be absolute and outside the ``private``
-    folders (the server's state, its caches and keys).
+    The owner's output folder must be outside the ``private`` folders (the
+    server's state, its caches and keys): stems among them would be pruned, or
+    break the server's next start.
     """
     if not owner:
         named = _files_named(message)
@@ -107,12 +108,7 @@ def confine(message: dict[str, Any], owner: bool, private: list[Path]) -> None:
         return
     if message["type"] != "submit":
         return
-    out_dir = Path(message["out_dir"])
-    if not out_dir.is_absolute():
-        raise DawBridgeError(
-            f"The output folder {str(out_dir)!r} is not an absolute path.",
-            "Send the full path (the daw-bridge client does).",
-        )
+    out_dir = Path(message["out_dir"])  # absolute: the protocol refuses a relative one
     resolved = out_dir.resolve()
     for folder in private:
         if resolved.is_relative_to(folder.resolve()):

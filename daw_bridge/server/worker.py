@@ -21,7 +21,7 @@ from pathlib import Path
 
 from daw_bridge.audio.io import open_span, read_span, span_sha256
 from daw_bridge.delivery import Delivery, staging_folder, sweep, undo
-from daw_bridge.errors import CancelledError, DawBridgeError, OutputFolderError, StateFolderError
+from daw_bridge.errors import CancelledError, DawBridgeError, StateFolderError
 from daw_bridge.files import ensure_writable, is_out_of_space
 from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
@@ -171,17 +171,6 @@ class Worker(threading.Thread):
         sweep(folder, finished)
         return Delivery(folder, job.id)
 
-    def _refuse_state_folder(self, folder: Path) -> None:
-        """Stems written among the server's own files would be pruned, or break its start."""
-        target = folder.resolve()
-        for state in (self.store.root.parent, self.cache.root):
-            state = state.resolve()
-            if target == state or state in target.parents:
-                raise OutputFolderError(
-                    f"The output folder {folder} is inside the server's state folder {state}.",
-                    "Choose an output folder of your own, e.g. beside your project.",
-                )
-
     def _separate_file(self, job: Job, path: Path) -> dict:
         started = time.perf_counter()
         request = job.request
@@ -189,7 +178,6 @@ class Worker(threading.Thread):
         source = request["source"]
         start, duration = source.get("start", 0.0), source.get("duration")
         check_kinds(options.get("midi") or [])  # before any inference
-        self._refuse_state_folder(Path(request["out_dir"]))
         preset = load_preset(options["preset"]) if options.get("preset") else None
         check_tail(options.get("tail"))
         share = 0.9 if preset else 0.97  # of the progress bar, for the separation
