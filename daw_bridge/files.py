@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import uuid
@@ -172,3 +173,12 @@ def atomic_output(final: Path, overwrite: bool = False) -> Iterator[Path]:
         publish(temporary, final, overwrite)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a file's bytes in hex, read in 1 MiB blocks (weights can be 84 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

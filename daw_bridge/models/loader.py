@@ -225,13 +225,9 @@ def _check_named_checksum(path: Path) -> None:
     match = _CHECKSUM_NAME.match(path.name)
     if match is None:
         return
-    import hashlib
+    from daw_bridge.files import file_sha256
 
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    digest = digest.hexdigest()
+    digest = file_sha256(path)
     if not digest.startswith(match.group(1)):
         raise ModelUnavailableError(
             f"The checkpoint {path} is damaged or incomplete: its SHA-256 starts with "

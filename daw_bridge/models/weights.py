@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from daw_bridge import __version__
 from daw_bridge.errors import ModelUnavailableError
+from daw_bridge.files import file_sha256
 from daw_bridge.models.catalog import Download, ModelFile, ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
@@ -210,8 +211,7 @@ def _verify_local(spec: ModelSpec, file: ModelFile, source: Download, path: Path
     if source.size is not None and actual_size != source.size:
         problem = f"it is {actual_size:,} bytes but should be {source.size:,} bytes"
     else:
-        with path.open("rb") as handle:
-            digest = _sha256(iter(lambda: handle.read(_CHUNK), b""))
+        digest = file_sha256(path)
         if digest.startswith(source.sha256):
             return
         problem = _wrong_hash(digest, source)
@@ -229,13 +229,6 @@ def _wrong_hash(digest: str, source: Download) -> str:
         f"its SHA-256 starts with {digest[: len(source.sha256)]} "
         f"but should start with {source.sha256}"
     )
-
-
-def _sha256(chunks: Iterator[bytes]) -> str:
-    sha = hashlib.sha256()
-    for chunk in chunks:
-        sha.update(chunk)
-    return sha.hexdigest()
 
 
 class _DownloadFailed(Exception):

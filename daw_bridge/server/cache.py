@@ -22,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
+from daw_bridge.files import file_sha256
+
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 #: File times are at most this coarse (Linux: a jiffy; NTFS and APFS: finer).
@@ -107,7 +109,7 @@ def _record_hashes(folder: Path) -> None:
     """Add each file's SHA-256 to the entry's manifest, as ``sha256: {file name: hex}``."""
     manifest = folder / MANIFEST_NAME
     document = json.loads(manifest.read_text(encoding="utf-8"))
-    document["sha256"] = {path.name: _sha256(path) for path in _stems(folder)}
+    document["sha256"] = {path.name: file_sha256(path) for path in _stems(folder)}
     manifest.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
@@ -119,7 +121,7 @@ def _intact(folder: Path) -> bool:
         return (
             isinstance(recorded, dict)
             and set(recorded) == set(found)
-            and all(_sha256(path) == recorded[name] for name, path in found.items())
+            and all(file_sha256(path) == recorded[name] for name, path in found.items())
         )
     except (OSError, ValueError, AttributeError):  # unreadable, or not a JSON object
         return False
@@ -144,11 +146,3 @@ def _settled(identity: list[tuple], seen_ns: int) -> bool:
 
 def _stems(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.name != MANIFEST_NAME)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(2**20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -79,8 +79,10 @@ def test_a_hit_hashes_an_entry_again_only_when_its_files_changed(tmp_path, monke
     from daw_bridge.server import cache as module
 
     hashed: list[str] = []
-    sha256 = module._sha256
-    monkeypatch.setattr(module, "_sha256", lambda path: hashed.append(path.name) or sha256(path))
+    sha256 = module.file_sha256
+    monkeypatch.setattr(
+        module, "file_sha256", lambda path: hashed.append(path.name) or sha256(path)
+    )
     cache = StemCache(tmp_path, max_bytes=10_000)
     entry(cache, "k", 10)
     time.sleep(0.2)  # older than a file-time tick: a later change shows in the times
