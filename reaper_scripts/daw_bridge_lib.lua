@@ -18,18 +18,24 @@ M.DEFAULTS = {
   mute_original = "0",
   midi = "",             -- e.g. "drums,bass"
   stem_set = "4",        -- what "Split with preset" separates: 4, 2 or 6
+  keep = "",             -- stems to keep, e.g. "vocals" or "drums bass"; the rest become "rest"
 }
 local FINAL = { done = true, failed = true, cancelled = true }
 local START_TIMEOUT = 30 -- seconds without any status file before we give up
 -- The runner writes heartbeat=<os.time()> every second; this long without one means it died.
 local HEARTBEAT_TIMEOUT = 10
 
--- Item and take values a stem item copies so it plays exactly in place of the original.
+-- Item and take values a stem item copies so it plays exactly in place of the original
+-- (take FX, take envelopes and stretch markers are copied in copy_playback below).
 local ITEM_FIELDS = {
   "D_POSITION", "D_LENGTH", "D_VOL", "D_FADEINLEN", "D_FADEOUTLEN", "D_FADEINLEN_AUTO",
   "D_FADEOUTLEN_AUTO", "C_FADEINSHAPE", "C_FADEOUTSHAPE", "D_FADEINDIR", "D_FADEOUTDIR",
+  "D_SNAPOFFSET", "C_BEATATTACHMODE", "C_AUTOSTRETCH",
 }
-local TAKE_FIELDS = { "D_PLAYRATE", "B_PPITCH", "D_PITCH", "I_CHANMODE", "D_VOL" }
+local TAKE_FIELDS = {
+  "D_PLAYRATE", "B_PPITCH", "D_PITCH", "I_CHANMODE", "D_VOL", "D_PAN", "D_PANLAW",
+  "I_PITCHMODE", "I_STRETCHFLAGS", "F_STRETCHFADESIZE", "I_TAKEFX_NCH",
+}
 
 ---------------------------------------------------------------------------------------
 -- Small helpers
@@ -116,11 +122,40 @@ end
 ---------------------------------------------------------------------------------------
 -- What is sent: each selected item's take, source and span values, unchanged.
 
+-- Everything a stem item copies, as it was at the click: values, stretch markers, envelopes.
 local function snapshot(item, take)
-  local place = { item = {}, take = {} }
+  local place = { item = {}, take = {}, markers = {}, envelopes = {}, fx_envelopes = {},
+    fx_count = reaper.TakeFX_GetCount(take) }
   for _, name in ipairs(ITEM_FIELDS) do place.item[name] = reaper.GetMediaItemInfo_Value(item, name) end
   for _, name in ipairs(TAKE_FIELDS) do place.take[name] = reaper.GetMediaItemTakeInfo_Value(take, name) end
+  for index = 0, reaper.GetTakeNumStretchMarkers(take) - 1 do
+    local _, pos, srcpos = reaper.GetTakeStretchMarker(take, index)
+    place.markers[#place.markers + 1] = {
+      pos = pos, srcpos = srcpos, slope = reaper.GetTakeStretchMarkerSlope(take, index),
+    }
+  end
+  for index = 0, reaper.CountTakeEnvelopes(take) - 1 do
+    local envelope = reaper.GetTakeEnvelope(take, index)
+    local ok, chunk = reaper.GetEnvelopeStateChunk(envelope, "", false)
+    local _, fx, parameter = reaper.Envelope_GetParentTake(envelope)
+    if ok and fx >= 0 then
+      place.fx_envelopes[#place.fx_envelopes + 1] = { fx = fx, parameter = parameter, chunk = chunk }
+    elseif ok then
+      place.envelopes[#place.envelopes + 1] = chunk
+    end
+  end
   return place
+end
+
+-- What a stem item cannot take over from `item`: said before the split starts.
+local function wont_follow(item, take)
+  local list = {}
+  local edits = math.floor(reaper.GetMediaItemTakeInfo_Value(take, "IP_SPECEDIT:CNT"))
+  if edits > 0 then list[#list + 1] = edits .. " spectral edit(s)" end
+  if reaper.GetMediaItemInfo_Value(item, "B_ALLTAKESPLAY") == 1 and reaper.CountTakes(item) > 1 then
+    list[#list + 1] = "its other takes (all takes play; only the active take is split)"
+  end
+  return list
 end
 
 local function describe_source(take, fields)
@@ -138,35 +173,45 @@ local function describe_source(take, fields)
   fields.source_length = (reaper.GetMediaSourceLength(source))
 end
 
-local function find_track(guid)
-  for index = 0, reaper.CountTracks(0) - 1 do
-    local track = reaper.GetTrack(0, index)
+local function find_track(project, guid)
+  for index = 0, reaper.CountTracks(project) - 1 do
+    local track = reaper.GetTrack(project, index)
     if reaper.GetTrackGUID(track) == guid then return track end
   end
   return nil
 end
 
 -- A stem item's folder remembers the track it was split from: new stems go below it.
-local function home_track(track, job)
+local function home_track(project, track, job)
   if job == "" then return track end
   local folder = reaper.GetParentTrack(track)
   if not folder then return track end
   local _, guid = reaper.GetSetMediaTrackInfo_String(folder, "P_EXT:daw_bridge_source", "", false)
-  return find_track(guid) or folder
+  return find_track(project, guid) or folder
 end
 
 -- The project tempo where an item starts, so its MIDI can be written at it.
-local function quarter_notes_per_minute(position)
-  local qn = reaper.TimeMap2_timeToQN(0, position)
-  return 60 / (reaper.TimeMap2_QNToTime(0, qn + 1) - reaper.TimeMap2_QNToTime(0, qn))
+local function quarter_notes_per_minute(project, position)
+  local qn = reaper.TimeMap2_timeToQN(project, position)
+  return 60 / (reaper.TimeMap2_QNToTime(project, qn + 1) - reaper.TimeMap2_QNToTime(project, qn))
 end
 
--- Returns the entries to send and the names of items skipped here. Stem items
--- (made by an earlier split) stand for their job: one entry per job.
+local function stretch_text(markers)
+  local parts = {}
+  for _, marker in ipairs(markers) do
+    parts[#parts + 1] = string.format("%.17g:%.17g", marker.pos, marker.srcpos)
+  end
+  return table.concat(parts, ";")
+end
+
+-- Returns the entries to send, the names of items skipped here and, per item, what its
+-- stems cannot take over. Stem items (made by an earlier split) stand for their job: one
+-- entry per job. Every entry remembers its project: the user may switch tabs meanwhile.
 function M.collect_items(mode)
-  local entries, skipped, jobs = {}, {}, {}
+  local entries, skipped, jobs, warnings = {}, {}, {}, {}
   for index = 0, reaper.CountSelectedMediaItems(0) - 1 do
     local item = reaper.GetSelectedMediaItem(0, index)
+    local project = reaper.GetItemProjectContext(item)
     local take = reaper.GetActiveTake(item)
     local position = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
     if not take then
@@ -179,13 +224,20 @@ function M.collect_items(mode)
       local _, first_name = reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_name", "", false)
       if mode ~= "apply" then job = "" end
       if job ~= "" then name = first_name end
+      local _, source_item = reaper.GetSetMediaItemInfo_String(item, "GUID", "", false)
+      if job ~= "" then -- a stem stands for the item it was split from
+        local _, from = reaper.GetSetMediaItemInfo_String(item, "P_EXT:daw_bridge_source", "", false)
+        if from ~= "" then source_item = from end
+      end
+      local place = snapshot(item, take)
       local fields = {
         startoffs = reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS"),
         length = reaper.GetMediaItemInfo_Value(item, "D_LENGTH"),
         playrate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE"),
         loop = reaper.GetMediaItemInfo_Value(item, "B_LOOPSRC"),
         name = name,
-        bpm = quarter_notes_per_minute(position),
+        bpm = quarter_notes_per_minute(project, position),
+        stretch = stretch_text(place.markers),
       }
       fields.job = job
       describe_source(take, fields)
@@ -193,13 +245,19 @@ function M.collect_items(mode)
         jobs[job] = job ~= ""
         entries[#entries + 1] = {
           key = tostring(#entries + 1), item = item, take = take, name = name, job = job,
-          track = home_track(reaper.GetMediaItem_Track(item), job), fields = fields,
-          place = snapshot(item, take),
+          track = home_track(project, reaper.GetMediaItem_Track(item), job), fields = fields,
+          place = place, project = project, source_item = source_item,
         }
+        local missing = wont_follow(item, take)
+        if #missing > 0 then
+          local _, track_name = reaper.GetTrackName(reaper.GetMediaItem_Track(item))
+          warnings[#warnings + 1] = string.format("%s (track %s, at %.3f s): %s",
+            name ~= "" and name or "item", track_name, position, table.concat(missing, ", "))
+        end
       end
     end
   end
-  return entries, skipped
+  return entries, skipped, warnings
 end
 
 local function number_text(value)
@@ -242,14 +300,14 @@ end
 
 -- The stem folder an earlier click made for `source` and `title`, if it still has
 -- every child we need: later clicks on the same track add to the same tracks.
-local function existing_folder(source, title, children)
+local function existing_folder(project, source, title, children)
   local guid = track_guid(source)
-  for index = 0, reaper.CountTracks(0) - 1 do
-    local folder = reaper.GetTrack(0, index)
+  for index = 0, reaper.CountTracks(project) - 1 do
+    local folder = reaper.GetTrack(project, index)
     if ext(folder, "daw_bridge_source") == guid and ext(folder, "daw_bridge_title") == title then
       local tracks, folder_guid = {}, track_guid(folder)
-      for child_index = index + 1, reaper.CountTracks(0) - 1 do
-        local child = reaper.GetTrack(0, child_index)
+      for child_index = index + 1, reaper.CountTracks(project) - 1 do
+        local child = reaper.GetTrack(project, child_index)
         local parent = reaper.GetParentTrack(child)
         if not parent or track_guid(parent) ~= folder_guid then break end
         tracks[ext(child, "daw_bridge_child")] = child
@@ -263,11 +321,12 @@ local function existing_folder(source, title, children)
 end
 
 -- A folder track right below `source`, named after it, with `children` inside.
-local function create_folder(source, title, children, status, colors)
+-- InsertTrackInProject, not InsertTrackAtIndex: that one works on the active tab only.
+local function create_folder(project, source, title, children, status, colors)
   local index = math.floor(reaper.GetMediaTrackInfo_Value(source, "IP_TRACKNUMBER"))
   local depth = math.floor(reaper.GetMediaTrackInfo_Value(source, "I_FOLDERDEPTH"))
-  reaper.InsertTrackAtIndex(index, false)
-  local folder = reaper.GetTrack(0, index)
+  reaper.InsertTrackInProject(project, index, 0)
+  local folder = reaper.GetTrack(project, index)
   local _, source_name = reaper.GetTrackName(source)
   set_name(folder, source_name .. " stems" .. (title ~= "" and (" - " .. title) or ""))
   reaper.GetSetMediaTrackInfo_String(folder, "P_EXT:daw_bridge_source", track_guid(source), true)
@@ -275,8 +334,8 @@ local function create_folder(source, title, children, status, colors)
   reaper.SetMediaTrackInfo_Value(folder, "I_FOLDERDEPTH", 1)
   local tracks = {}
   for offset, child in ipairs(children) do
-    reaper.InsertTrackAtIndex(index + offset, false)
-    local track = reaper.GetTrack(0, index + offset)
+    reaper.InsertTrackInProject(project, index + offset, 0)
+    local track = reaper.GetTrack(project, index + offset)
     set_name(track, child.label)
     reaper.GetSetMediaTrackInfo_String(track, "P_EXT:daw_bridge_child", child.id, true)
     local color = colors and color_of(status, child.stem)
@@ -291,20 +350,93 @@ local function create_folder(source, title, children, status, colors)
   return tracks
 end
 
-local function add_item(track, path, entry, offset, label, stem)
+-- Built-in take envelopes (volume, pan, mute, pitch) have no "create" call: REAPER's way is
+-- the item's state chunk. Each envelope block goes after the stem take's <SOURCE block, as
+-- REAPER writes them, without its EGUID (REAPER gives the copy a new one).
+local function add_envelope_blocks(item, blocks)
+  if #blocks == 0 then return true end
+  local ok, chunk = reaper.GetItemStateChunk(item, "", false)
+  if not ok then return false end
+  local out, depth, source_depth, inserted = {}, 0, nil, false
+  for line in chunk:gmatch("[^\r\n]+") do
+    out[#out + 1] = line
+    local trimmed = line:match("^%s*(.-)%s*$")
+    if trimmed:sub(1, 1) == "<" then
+      depth = depth + 1
+      if not source_depth and trimmed:match("^<SOURCE") then source_depth = depth end
+    elseif trimmed == ">" then
+      if source_depth == depth and not inserted then
+        for _, block in ipairs(blocks) do
+          for block_line in block:gmatch("[^\r\n]+") do
+            if not block_line:match("^%s*EGUID ") then out[#out + 1] = block_line end
+          end
+        end
+        inserted = true
+      end
+      depth = depth - 1
+    end
+  end
+  return inserted and reaper.SetItemStateChunk(item, table.concat(out, "\n") .. "\n", false)
+end
+
+-- Take FX (with their parameter envelopes), take envelopes and stretch markers, so the
+-- stem plays like the original. The stem's source starts `shift` seconds later in the
+-- original source, so stretch markers move back by it. Returns what could not be copied.
+local function copy_playback(entry, item, take, shift)
+  local place, problems = entry.place, {}
+  if not add_envelope_blocks(item, place.envelopes) then problems[#problems + 1] = "take envelopes" end
+  take = reaper.GetActiveTake(item) -- a state chunk may give the item new take pointers
+  local original = reaper.ValidatePtr2(entry.project, entry.take, "MediaItem_Take*") and entry.take
+  local fx_count = original and reaper.TakeFX_GetCount(original) or 0
+  if not original and place.fx_count > 0 then problems[#problems + 1] = "take FX (original deleted)" end
+  for fx = 0, fx_count - 1 do reaper.TakeFX_CopyToTake(original, fx, take, fx, false) end
+  for _, copy in ipairs(place.fx_envelopes) do
+    local envelope = original and reaper.TakeFX_GetEnvelope(take, copy.fx, copy.parameter, true)
+    if not (envelope and reaper.SetEnvelopeStateChunk(envelope, copy.chunk, false)) then
+      problems[#problems + 1] = "an FX envelope"
+    end
+  end
+  for _, marker in ipairs(place.markers) do
+    if reaper.SetTakeStretchMarker(take, -1, marker.pos, marker.srcpos - shift) < 0 then
+      problems[#problems + 1] = "a stretch marker"
+    end
+  end
+  for index, marker in ipairs(place.markers) do
+    if marker.slope ~= 0 then reaper.SetTakeStretchMarkerSlope(take, index - 1, marker.slope) end
+  end
+  return take, problems
+end
+
+-- Stem items remember the item they were split from: a later split of it replaces them.
+local function remove_earlier(track, source_item, fresh)
+  for index = reaper.CountTrackMediaItems(track) - 1, 0, -1 do
+    local old = reaper.GetTrackMediaItem(track, index)
+    local _, from = reaper.GetSetMediaItemInfo_String(old, "P_EXT:daw_bridge_source", "", false)
+    if from == source_item and not fresh[old] then reaper.DeleteTrackMediaItem(track, old) end
+  end
+end
+
+local function add_item(track, path, entry, offset, label, stem, fresh)
+  if entry.source_item ~= "" then remove_earlier(track, entry.source_item, fresh) end
   local item = reaper.AddMediaItemToTrack(track)
+  fresh[item] = true
   for name, value in pairs(entry.place.item) do reaper.SetMediaItemInfo_Value(item, name, value) end
   reaper.SetMediaItemInfo_Value(item, "B_LOOPSRC", 0)
+  reaper.GetSetMediaItemInfo_String(item, "P_EXT:daw_bridge_source", entry.source_item, true)
   local take = reaper.AddTakeToMediaItem(item)
   reaper.SetMediaItemTake_Source(take, reaper.PCM_Source_CreateFromFile(path))
   for name, value in pairs(entry.place.take) do reaper.SetMediaItemTakeInfo_Value(take, name, value) end
   reaper.SetMediaItemTakeInfo_Value(take, "D_STARTOFFS", offset)
+  local problems = {}
+  if not stem:match("^midi:") then
+    take, problems = copy_playback(entry, item, take, (tonumber(entry.fields.startoffs) or 0) - offset)
+  end
   local base = entry.name ~= "" and (entry.name .. " - ") or ""
   reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", base .. label, true)
   reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_job", entry.job_id or "", true)
   reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_stem", stem, true)
   reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_name", entry.name, true)
-  return item
+  return item, problems
 end
 
 -- The children a group of items needs: stems in the server's order, then MIDI.
@@ -330,13 +462,15 @@ local function children_of(status, keys)
   return list
 end
 
--- Inserts every finished item of `job`; the same code serves splits, presets and MIDI.
+-- Inserts every finished item of `job` into the project its items belong to (whichever tab
+-- is active now); the same code serves splits, presets and MIDI. Returns the number of
+-- items inserted and the lines saying what could not be copied.
 function M.insert(job, status)
-  local settings = job.settings
-  local groups, order = {}, {}
+  local settings, project = job.settings, job.project
+  local groups, order, fresh, problems = {}, {}, {}, {}
   for _, entry in ipairs(job.entries) do
     local key = entry.key
-    if status["item." .. key .. ".state"] == "done" and reaper.ValidatePtr2(0, entry.track, "MediaTrack*") then
+    if status["item." .. key .. ".state"] == "done" and reaper.ValidatePtr2(project, entry.track, "MediaTrack*") then
       local id = track_guid(entry.track) .. "|" .. (status["item." .. key .. ".label"] or "")
       if not groups[id] then
         groups[id] = { track = entry.track, label = status["item." .. key .. ".label"] or "", entries = {} }
@@ -345,32 +479,40 @@ function M.insert(job, status)
       table.insert(groups[id].entries, entry)
     end
   end
-  if #order == 0 then return 0 end
+  if #order == 0 then return 0, problems end
   local inserted = 0
-  reaper.Undo_BeginBlock()
+  reaper.Undo_BeginBlock2(project)
   reaper.PreventUIRefresh(1)
   for _, id in ipairs(order) do
     local group = groups[id]
     local keys = {}
     for _, entry in ipairs(group.entries) do keys[#keys + 1] = entry.key end
     local children = children_of(status, keys)
-    local tracks = existing_folder(group.track, group.label, children)
-      or create_folder(group.track, group.label, children, status, settings.colors == "1")
+    local tracks = existing_folder(project, group.track, group.label, children)
+      or create_folder(project, group.track, group.label, children, status, settings.colors == "1")
     for _, entry in ipairs(group.entries) do
       local key = entry.key
       local offset = tonumber(status["item." .. key .. ".offset"]) or 0
       entry.job_id = status["item." .. key .. ".job"]
+      local missing, seen = {}, {}
       for _, stem in ipairs(split_csv(status["item." .. key .. ".stems"])) do
-        add_item(tracks[stem], status["item." .. key .. ".stem." .. stem], entry, offset,
-          status["stem." .. stem .. ".label"] or stem, stem)
+        local _, lost = add_item(tracks[stem], status["item." .. key .. ".stem." .. stem], entry,
+          offset, status["stem." .. stem .. ".label"] or stem, stem, fresh)
+        for _, what in ipairs(lost) do
+          if not seen[what] then seen[what], missing[#missing + 1] = true, what end
+        end
         inserted = inserted + 1
       end
       for _, kind in ipairs(split_csv(status["item." .. key .. ".midi"])) do
         add_item(tracks["midi:" .. kind], status["item." .. key .. ".midi." .. kind], entry, offset,
-          status["stem." .. kind .. ".midi_label"] or kind, "midi:" .. kind)
+          status["stem." .. kind .. ".midi_label"] or kind, "midi:" .. kind, fresh)
         inserted = inserted + 1
       end
-      if settings.mute_original == "1" and reaper.ValidatePtr2(0, entry.item, "MediaItem*") then
+      if #missing > 0 then
+        problems[#problems + 1] = (entry.name ~= "" and entry.name or ("item " .. key))
+          .. ": could not copy " .. table.concat(missing, ", ")
+      end
+      if settings.mute_original == "1" and reaper.ValidatePtr2(project, entry.item, "MediaItem*") then
         reaper.SetMediaItemInfo_Value(entry.item, "B_MUTE", 1)
       end
     end
@@ -378,8 +520,8 @@ function M.insert(job, status)
   reaper.PreventUIRefresh(-1)
   reaper.TrackList_AdjustWindows(false)
   reaper.UpdateArrange()
-  reaper.Undo_EndBlock("daw-bridge: insert stems", -1)
-  return inserted
+  reaper.Undo_EndBlock2(project, "daw-bridge: insert stems", -1)
+  return inserted, problems
 end
 
 ---------------------------------------------------------------------------------------
@@ -482,8 +624,22 @@ local function finish(job, status)
     message(text)
     return
   end
-  M.insert(job, status)
-  if #problems > 0 then message("Some items were not split:\n\n" .. table.concat(problems, "\n")) end
+  if not reaper.ValidatePtr2(0, job.project, "ReaProject*") then
+    local folders = {}
+    for _, entry in ipairs(job.entries) do
+      local folder = status["item." .. entry.key .. ".folder"]
+      if folder and folder ~= "" then folders[#folders + 1] = folder end
+    end
+    message("The project tab of the split items was closed before the stems were ready, so "
+      .. "nothing was inserted.\n\nThe stem files are in:\n" .. table.concat(folders, "\n"))
+    return
+  end
+  local _, lost = M.insert(job, status)
+  if #lost > 0 then
+    problems[#problems + 1] = "Inserted, but not played exactly like the original:"
+    for _, line in ipairs(lost) do problems[#problems + 1] = line end
+  end
+  if #problems > 0 then message("Some items were not split as asked:\n\n" .. table.concat(problems, "\n")) end
 end
 
 local function poll()
@@ -525,13 +681,19 @@ function M.run(options)
   local config = M.config()
   if not config then return end
   local settings = M.settings()
-  local entries, skipped = M.collect_items(options.mode)
+  local entries, skipped, warnings = M.collect_items(options.mode)
   if #entries == 0 then
     local why = #skipped > 0 and ("\n\nSkipped: " .. table.concat(skipped, ", ")) or ""
     message("Select one or more audio items to split." .. why)
     return
   end
-  local out_dir = settings.out_dir ~= "" and settings.out_dir or reaper.GetProjectPath()
+  if #warnings > 0 then -- before anything starts: OK splits anyway, Cancel stops here
+    local answer = reaper.ShowMessageBox("The stems of these items will not play exactly like "
+      .. "the original; this will not follow them:\n\n" .. table.concat(warnings, "\n")
+      .. "\n\nSplit anyway?", "daw-bridge", 1)
+    if answer ~= 1 then return end
+  end
+  local out_dir = settings.out_dir ~= "" and settings.out_dir or reaper.GetProjectPathEx(entries[1].project)
   local folder = data_folder() .. "jobs" .. separator()
     .. os.date("%Y%m%d-%H%M%S") .. "-" .. math.random(100000, 999999) .. separator()
   reaper.RecursiveCreateDirectory(folder, 0)
@@ -543,6 +705,7 @@ function M.run(options)
     out_dir = out_dir,
     autostart = settings.autostart,
     midi = settings.midi,
+    keep = settings.keep,
     mode = options.mode or "split",
   }
   local ok, err = pcall(write_lines, folder .. "request.txt", request_lines(request, entries))
@@ -576,6 +739,7 @@ function M.run(options)
   end
   M.job = {
     folder = folder, entries = entries, skipped = skipped, settings = settings,
+    project = entries[1].project,
     started = reaper.time_precise(), window = true, prefix = prefix, windows = windows,
   }
   gfx.init("daw-bridge", WIDTH, 24 + ROW * (#entries + 2))
@@ -640,6 +804,7 @@ local SETTING_FIELDS = {
   { "colors", "Colour stem tracks: 1 or 0" },
   { "mute_original", "Mute the original items: 1 or 0" },
   { "midi", "MIDI for (e.g. drums bass vocals)" },
+  { "keep", "Stems to keep (empty: all)" },
 }
 
 function M.edit_settings()

@@ -5,6 +5,12 @@ this module decides what audio that means. An item plays its take's source from
 ``D_STARTOFFS`` (source seconds) for ``D_LENGTH * D_PLAYRATE`` source seconds,
 so that is the span we separate; a stem item at the item's position with the
 same playrate then plays exactly in place of the original.
+
+With stretch markers the take plays its source unevenly. The span then also
+covers every marker's source position and the source played before the first
+and after the last marker (rate 1 before playrate there), so whatever mapping
+REAPER applies between markers, the stem source holds all of it; the shim
+moves the copied markers back by the span's start, so the stem plays the same.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ class Request:
     def flag(self, name: str, default: bool = False) -> bool:
         return _flag(self.settings, name, default)
 
+    def keep(self) -> list[str]:
+        """The "Stems to keep" setting as stem names ("drums bass", "Drums, bass", ...)."""
+        text = self.setting("keep").lower().replace(",", " ").replace(";", " ")
+        return list(dict.fromkeys(text.split()))
+
 
 def _number(values: dict[str, str], key: str, default: float | None = None) -> float:
     text = values.get(key, "")
@@ -67,6 +78,32 @@ def _number(values: dict[str, str], key: str, default: float | None = None) -> f
             f"The request from REAPER has no valid number for '{key}' ({text!r}).",
             "Update the daw-bridge scripts with `daw-bridge install-reaper`.",
         ) from None
+
+
+def _stretch_markers(values: dict[str, str]) -> list[tuple[float, float]]:
+    """``pos:srcpos;...`` as the shim writes a take's stretch markers."""
+    markers = []
+    for part in values.get("stretch", "").split(";"):
+        if part.strip():
+            pos, _, srcpos = part.partition(":")
+            try:
+                markers.append((float(pos), float(srcpos)))
+            except ValueError:
+                raise DawBridgeError(
+                    f"The request from REAPER has an unreadable stretch marker ({part!r}).",
+                    "Update the daw-bridge scripts with `daw-bridge install-reaper`.",
+                ) from None
+    return sorted(markers)
+
+
+def _played_range(offset: float, played: float, markers: list[tuple[float, float]]):
+    """First and last source second the take may play (see the module docstring)."""
+    if not markers:
+        return offset, offset + played
+    (first_pos, first_src), (last_pos, last_src) = markers[0], markers[-1]
+    candidates = [offset, offset + played, first_src - first_pos, last_src + played - last_pos]
+    candidates += [src for _, src in markers]
+    return min(candidates), max(candidates)
 
 
 def _flag(values: dict[str, str], key: str, default: bool = False) -> bool:
@@ -120,11 +157,11 @@ def plan_item(key: str, fields: dict[str, str]) -> ItemSpan | Refusal:
         if section_length > 0:
             source_length = section_length
     played = length * playrate
-    end = offset + played
-    if _flag(fields, "loop") and (offset < 0 or end > source_length + 1e-9):
+    first, end = _played_range(offset, played, _stretch_markers(fields))
+    if _flag(fields, "loop") and (first < 0 or end > source_length + 1e-9):
         return Refusal(key, "The item loops its source.", _GLUE_FIX)
     # Outside the source REAPER plays silence; we separate only what exists.
-    start = max(0.0, offset)
+    start = max(0.0, first)
     stop = min(end, source_length)
     if stop <= start:
         return Refusal(key, "The item plays no part of its source.", "Check the item.")

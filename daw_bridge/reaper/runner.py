@@ -187,8 +187,11 @@ class Runner:
             "two_stems": request.setting("two_stems") or None,
             "preset": request.setting("preset") or None,
             "midi": parse_kinds(request.setting("midi")) or None,
+            # The kept stems plus one "rest" stem (the others summed); nothing: all stems.
+            # Two-stem mode already keeps one stem and its complement.
+            "keep": (None if request.setting("two_stems") else request.keep()) or None,
         }
-        if entry.job:
+        if entry.job:  # stems already made: keep does not apply
             return client.apply(entry.job, options["preset"] or "")
         out = _fresh_folder(Path(request.setting("out_dir")), entry, request)
         self.folders[entry.key] = out

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 #: Conventional order, top to bottom, as producers lay out a multitrack.
-ORDER = ("drums", "bass", "guitar", "piano", "other", "vocals")
+#: "rest" (what is left when only some stems are kept) goes last.
+ORDER = ("drums", "bass", "guitar", "piano", "other", "vocals", "rest")
 
 #: (label, RGB colour) per stem; unknown stems get a neutral grey.
 LOOK: dict[str, tuple[str, tuple[int, int, int]]] = {
@@ -13,6 +14,7 @@ LOOK: dict[str, tuple[str, tuple[int, int, int]]] = {
     "piano": ("Piano", (96, 200, 196)),
     "other": ("Other", (156, 112, 204)),
     "vocals": ("Vocals", (92, 196, 104)),
+    "rest": ("Rest", (120, 120, 128)),
 }
 _NEUTRAL = (150, 150, 150)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import json
 import os
 import shlex
@@ -252,6 +253,102 @@ class Source:
         return self.destroyed
 
 
+#: Take envelopes REAPER always offers by name, and their RPPXML chunk names.
+TAKE_ENVELOPES = {"Volume": "VOLENV", "Pan": "PANENV", "Mute": "MUTEENV", "Pitch": "PITCHENV"}
+
+
+def _num_text(value: float) -> str:
+    return f"{value:.14g}"
+
+
+class Envelope:
+    """A take envelope (built-in, or of a take FX parameter when ``fx`` >= 0).
+
+    Points are (time, value, shape, tension, selected); time is seconds from the item start.
+    Its state chunk is RPPXML as REAPER writes it (fewer lines: Fake choice).
+    """
+
+    kind = "TrackEnvelope"
+
+    def __init__(self, take: Take, name: str, chunk_name: str, fx: int = -1, param: int = -1):
+        self.take = take
+        self.name = name
+        self.chunk_name = chunk_name
+        self.fx = fx
+        self.param = param
+        self.points: list[tuple[float, float, int, float, bool]] = []
+        self.active = True
+        self.visible = True
+        self.armed = False
+        self.extra: list[str] = []  # lines the fake does not interpret, kept as written
+        self.guid = new_guid()
+        self.removed = False
+
+    def __repr__(self) -> str:
+        return f"TrackEnvelope: 0x{id(self):x}"
+
+    @property
+    def deleted(self) -> bool:
+        return self.removed or self.take.deleted
+
+    def header(self) -> str:
+        if self.chunk_name == "PARMENV":
+            return f"<PARMENV {self.param} 0 1 0"
+        return "<" + self.chunk_name
+
+    def chunk(self) -> str:
+        lines = [
+            self.header(),
+            f"EGUID {self.guid}",
+            f"ACT {int(self.active)} -1",
+            f"VIS {int(self.visible)} 1 1",
+            "LANEHEIGHT 0 0",
+            f"ARM {int(self.armed)}",
+            "DEFSHAPE 0 -1 -1",
+            *self.extra,
+        ]
+        for time_, value, shape, tension, selected in self.points:
+            line = f"PT {_num_text(time_)} {_num_text(value)} {shape}"
+            if tension or selected:
+                line += f" {_num_text(tension)} {int(selected)}"
+            lines.append(line)
+        return "\n".join([*lines, ">"]) + "\n"
+
+    def apply_chunk(self, text: str) -> bool:
+        """Set the state from RPPXML; false (nothing changed) unless it is this kind's chunk.
+
+        Fake choice: the envelope keeps its own GUID (EGUID lines are ignored).
+        """
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        if len(lines) < 2 or lines[-1] != ">":
+            return False
+        if lines[0].split()[0] != "<" + self.chunk_name:
+            return False
+        points, extra = [], []
+        active, visible, armed = self.active, self.visible, self.armed
+        try:
+            for line in lines[1:-1]:
+                word, *rest = line.split()
+                if word == "PT":
+                    tension = float(rest[3]) if len(rest) > 3 else 0.0
+                    selected = len(rest) > 4 and rest[4] == "1"
+                    points.append((float(rest[0]), float(rest[1]), int(rest[2]), tension,
+                                   selected))  # fmt: skip
+                elif word == "ACT":
+                    active = rest[0] == "1"
+                elif word == "VIS":
+                    visible = rest[0] == "1"
+                elif word == "ARM":
+                    armed = rest[0] == "1"
+                elif word not in ("EGUID", "LANEHEIGHT", "DEFSHAPE"):
+                    extra.append(line)
+        except (IndexError, ValueError):
+            return False
+        self.points, self.extra = points, extra
+        self.active, self.visible, self.armed = active, visible, armed
+        return True
+
+
 class Take:
     """A MediaItem_Take: numeric values, name, P_EXT strings, GUID and source."""
 
@@ -265,9 +362,19 @@ class Take:
         self.ext: dict[str, str] = {}
         self.guid = new_guid()
         self.deleted = False
+        #: Take FX chain: {"name", "params", "enabled"} per FX.
+        self.fx: list[dict[str, Any]] = []
+        #: Built-in and FX parameter envelopes, in the order REAPER lists them.
+        self.envelopes: list[Envelope] = []
+        #: Stretch markers [pos, srcpos, slope], sorted by pos. pos is seconds from the item
+        #: start before the take's playrate is applied; srcpos is seconds in the source.
+        self.stretch_markers: list[list[float]] = []
 
     def __repr__(self) -> str:
         return f"MediaItem_Take: 0x{id(self):x}"
+
+    def envelope(self, name: str) -> Envelope | None:
+        return next((e for e in self.envelopes if e.name == name and not e.removed), None)
 
     def get(self, name: str) -> float:
         if name == "IP_TAKENUMBER":
@@ -296,6 +403,9 @@ class Take:
             if src.type == "SECTION"
             else None,
             "ext": dict(self.ext),
+            "fx": [dict(fx, params=list(fx["params"])) for fx in self.fx],
+            "envelopes": {e.name: list(e.points) for e in self.envelopes if not e.removed},
+            "stretch_markers": [list(m) for m in self.stretch_markers],
             **{k: v for k, v in self.values.items() if k in TAKE_PARAMS},
         }
 
@@ -492,6 +602,7 @@ class UndoPoint:
     flags: int
     changes: list[str]
     kind: str = "block"  # "block" or "state_change"
+    project: Any = None  # the ReaProject of the *2 variants; None: the active one
 
 
 @dataclass
@@ -602,7 +713,7 @@ _RETURN_OVERRIDES = {
     ],
 }  # fmt: skip
 _POINTER_TYPES = {"MediaTrack": Track, "MediaItem": Item, "MediaItem_Take": Take,
-                  "PCM_source": Source}  # fmt: skip
+                  "PCM_source": Source, "TrackEnvelope": Envelope}  # fmt: skip
 _GFX_VARIABLES: dict[str, float] = {
     "r": 1.0, "g": 1.0, "b": 1.0, "a": 1.0, "a2": 1.0, "mode": 0, "w": 0, "h": 0, "x": 0, "y": 0,
     "clear": -1, "dest": -1, "texth": 16, "ext_retina": 0, "mouse_x": 0, "mouse_y": 0,
@@ -728,7 +839,9 @@ class FakeReaper:
         self.resource_path.mkdir(parents=True, exist_ok=True)
         record_path = self.root / "project"
         record_path.mkdir(parents=True, exist_ok=True)
-        self.project = Project(str(record_path), project_file)
+        #: Open project tabs, in tab order; ``project`` is the active one (proj 0/nil in the API).
+        self.projects: list[Project] = [Project(str(record_path), project_file)]
+        self._active_project = self.projects[0]
         self.os_name = os_name or _default_os()
         self.app_version = "7.40/" + {"Win64": "x64", "Other": "linux-x86_64"}.get(
             self.os_name, self.os_name
@@ -791,6 +904,48 @@ class FakeReaper:
     def implemented(self) -> list[str]:
         """Names of the API functions this fake implements."""
         return sorted(self._impls)
+
+    # ---------------------------------------------------------------- project tabs
+
+    @property
+    def project(self) -> Project:
+        """The active project tab: what REAPER means by proj 0 or nil."""
+        return self._active_project
+
+    def new_project_tab(self, file: str | None = None, *, activate: bool = True) -> Project:
+        """Open another project tab (File > New project tab); it becomes active by default."""
+        record_path = self.root / f"project{len(self.projects) + 1}"
+        record_path.mkdir(parents=True, exist_ok=True)
+        project = Project(str(record_path), file)
+        self.projects.append(project)
+        if activate:
+            self._active_project = project
+        return project
+
+    def select_project(self, project: Project) -> None:
+        """The user clicks another project tab."""
+        assert project in self.projects, "that project tab is closed"
+        self._active_project = project
+
+    def close_project_tab(self, project: Project) -> None:
+        """The user closes a tab: its project, tracks, items and takes become invalid pointers.
+
+        Fake choice: closing the active tab activates the tab before it (REAPER does the same
+        with its default settings); closing the last tab leaves a new empty project.
+        """
+        index = self.projects.index(project)
+        self.projects.remove(project)
+        project.deleted = True
+        for track in project.tracks:
+            track.deleted = True
+            for item in track.items:
+                item.deleted = True
+                for take in item.takes:
+                    take.deleted = True
+        if not self.projects:
+            self.new_project_tab()
+        elif self._active_project is project:
+            self._active_project = self.projects[max(0, index - 1)]
 
     # ---------------------------------------------------------------- scene builders
 
@@ -977,6 +1132,35 @@ class FakeReaper:
     def add_empty_take(self, item: Item, *, active: bool = True) -> Take:
         """A take with an EMPTY source, as AddTakeToMediaItem creates."""
         return self.add_take(item, Source("EMPTY"), name="", active=active)
+
+    def add_take_fx(self, take: Take, name: str, params: Iterable[float] = (0.5,)) -> int:
+        """Append an FX to the take's FX chain (as the user would); returns its index."""
+        take.fx.append({"name": name, "params": [float(p) for p in params], "enabled": True})
+        return len(take.fx) - 1
+
+    def add_take_envelope(
+        self, take: Take, name: str, points: Iterable[tuple[float, float]] = ()
+    ) -> Envelope:
+        """Show the take's Volume/Pan/Mute/Pitch envelope (Take > Take envelopes) with points."""
+        envelope = take.envelope(name) or Envelope(take, name, TAKE_ENVELOPES[name])
+        if envelope not in take.envelopes:
+            take.envelopes.append(envelope)
+        envelope.points = [(float(t), float(v), 0, 0.0, False) for t, v in points]
+        return envelope
+
+    def add_fx_envelope(
+        self, take: Take, fx: int, param: int, points: Iterable[tuple[float, float]] = ()
+    ) -> Envelope:
+        """An envelope on parameter ``param`` of the take's FX ``fx``."""
+        envelope = self._fx_envelope(take, fx, param, create=True)
+        assert envelope is not None
+        envelope.points = [(float(t), float(v), 0, 0.0, False) for t, v in points]
+        return envelope
+
+    def add_stretch_marker(self, take: Take, pos: float, srcpos: float, slope: float = 0.0) -> None:
+        """A stretch marker at ``pos`` (item seconds before playrate) on source ``srcpos``."""
+        take.stretch_markers.append([float(pos), float(srcpos), float(slope)])
+        take.stretch_markers.sort(key=lambda m: m[0])
 
     def select_items(self, *items: Item, exclusive: bool = True) -> None:
         """Select ``items`` (and, by default, deselect every other item)."""
@@ -1168,6 +1352,8 @@ class FakeReaper:
             if value is None or value == 0:
                 return self.project
             if isinstance(value, Project):
+                if value.deleted:
+                    raise ReaperError(f"{label} is a closed project (check with ValidatePtr)")
                 return value
         elif kind in _POINTER_TYPES:
             if isinstance(value, _POINTER_TYPES[kind]):
@@ -1444,6 +1630,9 @@ class FakeReaper:
             return (r & 255) | (g & 255) << 8 | (b & 255) << 16
         return (r & 255) << 16 | (g & 255) << 8 | (b & 255)
 
+    def _all_takes(self) -> list[Take]:
+        return [t for p in self.projects for i in p.items() for t in i.takes]
+
     def _run(self) -> ScriptRun:
         assert self._current is not None, "API function called outside a script"
         return self._current
@@ -1670,7 +1859,7 @@ class FakeReaper:
     @api("reaper.SetMediaItemTake_Source")
     def _SetMediaItemTake_Source(self, take: Take, source: Source) -> bool:
         """Documented: a source already used in the project is duplicated before being set."""
-        in_use = any(t.source is source for i in self.project.items() for t in i.takes)
+        in_use = any(t.source is source for t in self._all_takes())
         if in_use:
             source = Source(**{f: getattr(source, f) for f in source.__dataclass_fields__})
         take.source = source
@@ -1728,9 +1917,315 @@ class FakeReaper:
 
     @api("reaper.PCM_Source_Destroy")
     def _PCM_Source_Destroy(self, source: Source) -> None:
-        if any(t.source is source for i in self.project.items() for t in i.takes):
+        if any(t.source is source for t in self._all_takes()):
             raise ReaperError("source is still used by a take (REAPER would crash later)")
         source.destroyed = True
+
+    # ================================================================ reaper.* : take FX
+
+    @api("reaper.TakeFX_GetCount")
+    def _TakeFX_GetCount(self, take: Take) -> int:
+        return len(take.fx)
+
+    @api("reaper.TakeFX_GetFXName")
+    def _TakeFX_GetFXName(self, take: Take, fx: int) -> tuple[bool, str]:
+        if 0 <= fx < len(take.fx):
+            return True, take.fx[fx]["name"]
+        return False, ""
+
+    @api("reaper.TakeFX_CopyToTake")
+    def _TakeFX_CopyToTake(
+        self, src_take: Take, src_fx: int, dest_take: Take, dest_fx: int, is_move: bool
+    ) -> None:
+        """Copy (or move) one FX, with its parameter values, to ``dest_fx`` (clamped to the
+        end of the chain). Fake choices: an invalid ``src_fx`` does nothing; container
+        addressing (0x2000000) is not modelled; the FX's parameter envelopes stay behind
+        (copy them with TakeFX_GetEnvelope + SetEnvelopeStateChunk)."""
+        if not 0 <= src_fx < len(src_take.fx):
+            return
+        fx = src_take.fx[src_fx]
+        copy = {**fx, "params": list(fx["params"])}
+        if is_move:
+            src_take.fx.pop(src_fx)
+        dest_take.fx.insert(max(0, min(dest_fx, len(dest_take.fx))), copy)
+        self._changed("take FX copy")
+
+    def _fx_envelope(self, take: Take, fx: int, param: int, create: bool) -> Envelope | None:
+        found = next(
+            (e for e in take.envelopes if e.fx == fx and e.param == param and not e.removed), None
+        )
+        if found is None and create and 0 <= fx < len(take.fx):
+            if not 0 <= param < len(take.fx[fx]["params"]):
+                return None
+            name = f"Param {param + 1} / {take.fx[fx]['name']}"
+            found = Envelope(take, name, "PARMENV", fx, param)
+            take.envelopes.append(found)
+        return found
+
+    @api("reaper.TakeFX_GetEnvelope")
+    def _TakeFX_GetEnvelope(
+        self, take: Take, fxindex: int, parameterindex: int, create: bool
+    ) -> Envelope | None:
+        """The FX parameter envelope; created (empty, active) when missing and create=true."""
+        envelope = self._fx_envelope(take, fxindex, parameterindex, create)
+        if envelope is not None and create:
+            envelope.active = True
+            self._changed("take FX envelope")
+        return envelope
+
+    # ================================================================ reaper.* : envelopes
+
+    @api("reaper.CountTakeEnvelopes")
+    def _CountTakeEnvelopes(self, take: Take) -> int:
+        return len([e for e in take.envelopes if not e.removed])
+
+    @api("reaper.GetTakeEnvelope")
+    def _GetTakeEnvelope(self, take: Take, envidx: int) -> Envelope | None:
+        envelopes = [e for e in take.envelopes if not e.removed]
+        return envelopes[envidx] if 0 <= envidx < len(envelopes) else None
+
+    @api("reaper.GetTakeEnvelopeByName")
+    def _GetTakeEnvelopeByName(self, take: Take, envname: str) -> Envelope | None:
+        """Volume, Pan, Mute, Pitch (or an FX envelope's name); nil when the take has none:
+        a script cannot create a built-in take envelope with this call."""
+        return take.envelope(envname)
+
+    @api("reaper.GetEnvelopeName")
+    def _GetEnvelopeName(self, env: Envelope) -> tuple[bool, str]:
+        return True, env.name
+
+    @api("reaper.Envelope_GetParentTake")
+    def _Envelope_GetParentTake(self, env: Envelope) -> tuple[Take, int, int]:
+        return env.take, env.fx, env.param
+
+    @api("reaper.GetEnvelopeStateChunk")
+    def _GetEnvelopeStateChunk(self, env: Envelope, text: str, isundo: bool) -> tuple[bool, str]:
+        return True, env.chunk()
+
+    @api("reaper.SetEnvelopeStateChunk")
+    def _SetEnvelopeStateChunk(self, env: Envelope, text: str, isundo: bool) -> bool:
+        if not env.apply_chunk(text):
+            return False
+        self._changed(f"envelope {env.name}")
+        return True
+
+    # ================================================================ reaper.* : stretch markers
+
+    @staticmethod
+    def _source_at(take: Take, pos: float) -> float:
+        """Fake choice: source position at ``pos``: linear between markers, rate 1 (pos is
+        before playrate) outside them, startoffs + pos without markers."""
+        markers = take.stretch_markers
+        if not markers:
+            return take.startoffs + pos
+        if pos <= markers[0][0]:
+            return markers[0][1] - (markers[0][0] - pos)
+        for (p0, s0, _), (p1, s1, _) in itertools.pairwise(markers):
+            if pos <= p1:
+                return s0 + (s1 - s0) * (pos - p0) / (p1 - p0) if p1 > p0 else s0
+        return markers[-1][1] + (pos - markers[-1][0])
+
+    @api("reaper.GetTakeNumStretchMarkers")
+    def _GetTakeNumStretchMarkers(self, take: Take) -> int:
+        return len(take.stretch_markers)
+
+    @api("reaper.GetTakeStretchMarker")
+    def _GetTakeStretchMarker(self, take: Take, idx: int) -> tuple[int, float, float]:
+        """(idx, pos, srcpos); -1 when idx is not a marker. Fake choice: idx -1 (find by a
+        position passed in) is not possible from Lua, where the positions are outputs only."""
+        if 0 <= idx < len(take.stretch_markers):
+            pos, srcpos, _ = take.stretch_markers[idx]
+            return idx, pos, srcpos
+        return -1, 0.0, 0.0
+
+    @api("reaper.SetTakeStretchMarker")
+    def _SetTakeStretchMarker(self, take: Take, idx: int, pos: float, srcpos: float | None) -> int:
+        """idx < 0 adds a marker, idx >= 0 updates that one (the JSON's "If idx=0" lost the
+        "<0 ... >" of REAPER's "If idx<0, stretch marker will be added. If idx>=0, stretch
+        marker will be updated."). Without srcpos, an added marker gets the source position
+        now playing at pos and an updated one keeps its own. Positions are kept between the
+        neighbouring markers. Returns the marker's index, -1 if none was added/updated."""
+        markers = take.stretch_markers
+        if idx >= 0:
+            if idx >= len(markers):
+                return -1
+            low = markers[idx - 1] if idx > 0 else None
+            high = markers[idx + 1] if idx + 1 < len(markers) else None
+            marker = markers[idx]
+        else:
+            if any(abs(m[0] - pos) < 1e-9 for m in markers):
+                return -1
+            if srcpos is None:
+                srcpos = self._source_at(take, pos)
+            low = next((m for m in reversed(markers) if m[0] < pos), None)
+            high = next((m for m in markers if m[0] > pos), None)
+            marker = [pos, srcpos, 0.0]
+        new_pos, new_src = pos, marker[1] if srcpos is None else srcpos
+        if low is not None:
+            new_pos, new_src = max(new_pos, low[0]), max(new_src, low[1])
+        if high is not None:
+            new_pos, new_src = min(new_pos, high[0]), min(new_src, high[1])
+        marker[0], marker[1] = new_pos, new_src
+        if idx < 0:
+            markers.append(marker)
+            markers.sort(key=lambda m: m[0])
+        self._changed("stretch marker")
+        return markers.index(marker)
+
+    @api("reaper.GetTakeStretchMarkerSlope")
+    def _GetTakeStretchMarkerSlope(self, take: Take, idx: int) -> float:
+        """The slope of the segment starting at marker idx (-1..1); 0 for no such marker."""
+        if 0 <= idx < len(take.stretch_markers):
+            return take.stretch_markers[idx][2]
+        return 0.0
+
+    @api("reaper.SetTakeStretchMarkerSlope")
+    def _SetTakeStretchMarkerSlope(self, take: Take, idx: int, slope: float) -> bool:
+        """Fake choice: false for no such marker; the slope is clamped to -1..1."""
+        if not 0 <= idx < len(take.stretch_markers):
+            return False
+        take.stretch_markers[idx][2] = max(-1.0, min(1.0, slope))
+        self._changed("stretch marker slope")
+        return True
+
+    # ================================================================ reaper.* : state chunks
+
+    def _item_chunk(self, item: Item) -> str:
+        """An item's RPPXML, as REAPER writes it (Fake choice: fewer lines)."""
+        v = item.values
+        lines = [
+            "<ITEM",
+            f"POSITION {_num_text(v['D_POSITION'])}",
+            f"SNAPOFFS {_num_text(v['D_SNAPOFFSET'])}",
+            f"LENGTH {_num_text(v['D_LENGTH'])}",
+            f"LOOP {int(v['B_LOOPSRC'])}",
+            f"ALLTAKES {int(v['B_ALLTAKESPLAY'])}",
+            f"FADEIN {int(v['C_FADEINSHAPE'])} {_num_text(v['D_FADEINLEN'])} 0",
+            f"FADEOUT {int(v['C_FADEOUTSHAPE'])} {_num_text(v['D_FADEOUTLEN'])} 0",
+            f"MUTE {int(v['B_MUTE'])} 0",
+            f"SEL {int(item.selected)}",
+            f"IGUID {item.guid}",
+        ]
+        for index, take in enumerate(item.takes):
+            t = take.values
+            if index:
+                lines.append("TAKE SEL" if take is item.active_take else "TAKE")
+            lines += [
+                f'NAME "{take.name}"',
+                f"VOLPAN {_num_text(t['D_VOL'])} {_num_text(t['D_PAN'])} 1 "
+                f"{_num_text(t['D_PANLAW'])}",
+                f"SOFFS {_num_text(t['D_STARTOFFS'])}",
+                f"PLAYRATE {_num_text(t['D_PLAYRATE'])} {int(t['B_PPITCH'])} "
+                f"{_num_text(t['D_PITCH'])} {int(t['I_PITCHMODE'])} {int(t['I_STRETCHFLAGS'])} "
+                f"{_num_text(t['F_STRETCHFADESIZE'])}",
+                f"CHANMODE {int(t['I_CHANMODE'])}",
+                f"GUID {take.guid}",
+            ]
+            if take.fx:
+                lines.append("<TAKEFX")
+                for fx in take.fx:
+                    lines.append(f'FX "{fx["name"]}" ' + " ".join(map(_num_text, fx["params"])))
+                for env in take.envelopes:
+                    if env.fx >= 0 and not env.removed:
+                        lines += env.chunk().splitlines()
+                lines.append(">")
+            lines += self._source_chunk(take.source)
+            for env in take.envelopes:
+                if env.fx < 0 and not env.removed:
+                    lines += env.chunk().splitlines()
+            if take.stretch_markers:
+                lines.append("SM " + " + ".join(" ".join(map(_num_text, m))
+                                                for m in take.stretch_markers))  # fmt: skip
+        return "\n".join([*lines, ">"]) + "\n"
+
+    def _source_chunk(self, source: Source) -> list[str]:
+        if source.type == "SECTION" and source.parent is not None:
+            return [
+                "<SOURCE SECTION",
+                f"LENGTH {_num_text(source.section_length)}",
+                f"STARTPOS {_num_text(source.section_offset)}",
+                f"MODE {2 if source.reverse else 0}",
+                *self._source_chunk(source.parent),
+                ">",
+            ]
+        lines = [f"<SOURCE {source.type}"]
+        if source.filename:
+            lines.append(f'FILE "{source.filename}"')
+        return [*lines, ">"]
+
+    @staticmethod
+    def _split_envelope_blocks(text: str) -> tuple[list[str], list[list[tuple[str, str]]]]:
+        """Lines without the built-in take envelope blocks, and those blocks per take as
+        (chunk name, block text). Raises ValueError when the blocks are unbalanced."""
+        rest: list[str] = []
+        per_take: list[list[tuple[str, str]]] = [[]]
+        block: list[str] | None = None
+        depth = 0
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line:
+                continue
+            if block is not None:
+                block.append(line)
+                depth += line.startswith("<") - (line == ">")
+                if depth == 1:
+                    per_take[-1].append((block[0][1:].split()[0], "\n".join(block) + "\n"))
+                    block = None
+                continue
+            names = tuple("<" + name for name in TAKE_ENVELOPES.values())
+            if depth == 1 and line.split()[0] in names:
+                block, depth = [line], 2
+                continue
+            if depth == 1 and line.split()[0] == "TAKE":
+                per_take.append([])
+            depth += line.startswith("<") - (line == ">")
+            if depth < 0:
+                raise ValueError("unbalanced chunk")
+            rest.append(line)
+        if depth != 0 or block is not None:
+            raise ValueError("unbalanced chunk")
+        return rest, per_take
+
+    @api("reaper.GetItemStateChunk")
+    def _GetItemStateChunk(self, item: Item, text: str, isundo: bool) -> tuple[bool, str]:
+        return True, self._item_chunk(item)
+
+    @api("reaper.SetItemStateChunk")
+    def _SetItemStateChunk(self, item: Item, text: str, isundo: bool) -> bool:
+        """Sets the item from RPPXML. Fake choice: the fake applies only the take envelope
+        blocks (<VOLENV, <PANENV, <MUTEENV, <PITCHENV: REAPER's documented way to give a take
+        a built-in envelope); any other difference from GetItemStateChunk is an error here,
+        not silently ignored. False for an unbalanced chunk. Takes keep their pointers (in
+        REAPER, fetch them again after this call)."""
+        try:
+            rest, per_take = self._split_envelope_blocks(text)
+            current, _ = self._split_envelope_blocks(self._item_chunk(item))
+        except ValueError:
+            return False
+        if rest != current:
+            diff = [line for line in rest if line not in current]
+            raise ReaperError(
+                "the fake applies only take envelope blocks from an item chunk; other lines "
+                f"changed: {diff[:3]}"
+            )
+        guids = {e.guid for t in self._all_takes() for e in t.envelopes if not e.removed}
+        for take, blocks in zip(item.takes, per_take, strict=False):
+            kept = [e for e in take.envelopes if e.fx >= 0]
+            mine = {e.guid for e in take.envelopes}
+            for name, block in blocks:
+                label = next(k for k, v in TAKE_ENVELOPES.items() if v == name)
+                envelope = Envelope(take, label, name)
+                envelope.apply_chunk(block)
+                for line in block.splitlines():
+                    if line.startswith("EGUID ") and line.split()[1] in guids - mine:
+                        self.problems.append(f"SetItemStateChunk: duplicate envelope {line}")
+                kept.append(envelope)
+            for old in take.envelopes:
+                if old not in kept:
+                    old.removed = True
+            take.envelopes = kept
+        self._changed("item state chunk")
+        return True
 
     # ================================================================ reaper.* : tracks
 
@@ -1907,18 +2402,19 @@ class FakeReaper:
         self._Undo_BeginBlock()
 
     @api("reaper.Undo_EndBlock")
-    def _Undo_EndBlock(self, desc: str, flags: int) -> None:
+    def _Undo_EndBlock(self, desc: str, flags: int, proj: Project | None = None) -> None:
         if self._undo_depth == 0:
             self.problems.append(f"Undo_EndBlock({desc!r}) without Undo_BeginBlock")
             return
         self._undo_depth -= 1
         if self._undo_depth == 0:
-            self.undo_points.append(UndoPoint(desc, flags, self._undo_changes))
+            project = proj if proj is not None else self.project
+            self.undo_points.append(UndoPoint(desc, flags, self._undo_changes, project=project))
             self._undo_changes = []
 
     @api("reaper.Undo_EndBlock2")
     def _Undo_EndBlock2(self, proj: Project, desc: str, flags: int) -> None:
-        self._Undo_EndBlock(desc, flags)
+        self._Undo_EndBlock(desc, flags, proj)
 
     @api("reaper.Undo_OnStateChange")
     def _Undo_OnStateChange(self, desc: str) -> None:
@@ -2026,10 +2522,18 @@ class FakeReaper:
 
     @api("reaper.EnumProjects")
     def _EnumProjects(self, idx: int) -> tuple[Project | None, str]:
-        """-1 (current) and 0 give the one project and its .rpp path ("" when unsaved)."""
-        if idx in (-1, 0):
-            return self.project, self.project.file or ""
-        return None, ""
+        """-1: the active project; 0..n-1: the open tabs in order; with the .rpp path ("" when
+        unsaved). Nothing renders in the fake, so 0x40000000 gives nil."""
+        project = self.project if idx == -1 else None
+        if 0 <= idx < len(self.projects):
+            project = self.projects[idx]
+        if project is None:
+            return None, ""
+        return project, project.file or ""
+
+    @api("reaper.SelectProjectInstance")
+    def _SelectProjectInstance(self, proj: Project) -> None:
+        self.select_project(proj)
 
     @api("reaper.GetOS")
     def _GetOS(self) -> str:
@@ -2046,12 +2550,13 @@ class FakeReaper:
         return self.project.bpm
 
     @api("reaper.TimeMap2_timeToQN")
-    def _TimeMap2_timeToQN(self, proj: Any, tpos: float) -> float:
-        return float(tpos) * self.project.bpm / 60.0
+    def _TimeMap2_timeToQN(self, proj: Project, tpos: float) -> float:
+        """Converts a project time to quarter notes, at ``proj``'s one tempo."""
+        return float(tpos) * proj.bpm / 60.0
 
     @api("reaper.TimeMap2_QNToTime")
-    def _TimeMap2_QNToTime(self, proj: Any, qn: float) -> float:
-        return float(qn) * 60.0 / self.project.bpm
+    def _TimeMap2_QNToTime(self, proj: Project, qn: float) -> float:
+        return float(qn) * 60.0 / proj.bpm
 
     @api("reaper.APIExists")
     def _APIExists(self, name: str) -> bool:
@@ -2064,13 +2569,15 @@ class FakeReaper:
     @api("reaper.ValidatePtr2")
     def _ValidatePtr2(self, proj: Project, pointer: Any, ctype: str) -> bool:
         expected = {"ReaProject*": Project, "MediaTrack*": Track, "MediaItem*": Item,
-                    "MediaItem_Take*": Take, "PCM_source*": Source}.get(ctype)  # fmt: skip
+                    "MediaItem_Take*": Take, "PCM_source*": Source,
+                    "TrackEnvelope*": Envelope}.get(ctype)  # fmt: skip
         if expected is None or not isinstance(pointer, expected) or pointer.deleted:
             return False
         if isinstance(pointer, Track):
             return pointer.project is proj
-        if isinstance(pointer, Item | Take):
-            item = pointer if isinstance(pointer, Item) else pointer.item
+        if isinstance(pointer, Item | Take | Envelope):
+            take = pointer.take if isinstance(pointer, Envelope) else pointer
+            item = take if isinstance(take, Item) else take.item
             return item.track.project is proj
         return True
 

@@ -18,6 +18,7 @@ from tests.conftest import noise, write_wav
 from tests.reaper.fake_reaper import (
     FakeReaper,
     LuaScriptError,
+    ReaperError,
     UnknownApiFunction,
     load_api,
 )
@@ -864,3 +865,152 @@ def test_keys_reach_getchar_in_order(fake: FakeReaper, tmp_path: Path) -> None:
         fake.press_key(key)
     fake.run_defer(sleep=0)
     assert state(fake, "keys") == "a,b"
+
+
+# ------------------------------------------------------------------ project tabs
+
+
+def test_project_tabs_enumerate_switch_and_close(fake: FakeReaper, tmp_path: Path) -> None:
+    home = fake.project
+    fake.add_empty_item(fake.add_track("Home"))
+    other = fake.new_project_tab()
+    assert fake.project is other
+    lua(
+        fake,
+        tmp_path,
+        """
+        local home = reaper.EnumProjects(0)
+        local item = reaper.GetTrackMediaItem(reaper.GetTrack(home, 0), 0)
+        local mine = reaper.GetItemProjectContext(item)
+        -- InsertTrackInProject works on any tab; InsertTrackAtIndex on the active one.
+        reaper.InsertTrackInProject(mine, 1, 0)
+        reaper.InsertTrackAtIndex(0, false)
+        local values = { tostring(mine == home), tostring(reaper.EnumProjects(-1) == home),
+          tostring(reaper.EnumProjects(2) == nil),
+          tostring(reaper.ValidatePtr2(0, item, "MediaItem*")),
+          tostring(reaper.ValidatePtr2(home, item, "MediaItem*")) }
+        reaper.SelectProjectInstance(home)
+        values[#values + 1] = tostring(reaper.EnumProjects(-1) == home)
+        reaper.SetExtState("t", "v", table.concat(values, "|"), false)
+        """,
+    )
+    assert state(fake, "v") == "true|false|true|false|true|true"
+    assert len(home.tracks) == 2 and len(other.tracks) == 1
+    fake.close_project_tab(home)
+    assert fake.projects == [other] and fake.project is other
+    # A script that kept the closed tab's pointer: ValidatePtr says so, using it is an error.
+    fake.register("reaper.EnumProjects", lambda idx: (home, ""))
+    code = """
+    local closed = reaper.EnumProjects(0)
+    reaper.SetExtState("t", "gone", tostring(reaper.ValidatePtr2(0, closed, "ReaProject*")), false)
+    reaper.CountTracks(closed)
+    """
+    with pytest.raises(LuaScriptError, match=r"closed project"):
+        lua(fake, tmp_path, code)
+    assert state(fake, "gone") == "false"
+
+
+def test_timemap_uses_the_given_projects_tempo(fake: FakeReaper, tmp_path: Path) -> None:
+    fake.project.bpm = 90.0
+    other = fake.new_project_tab()
+    other.bpm = 120.0
+    fake.select_project(fake.projects[0])
+    lua(
+        fake,
+        tmp_path,
+        """
+        local qn = reaper.TimeMap2_timeToQN(reaper.EnumProjects(1), 3.0)
+        local t = reaper.TimeMap2_QNToTime(0, 3.0)
+        reaper.SetExtState("t", "v", qn .. "|" .. t, false)
+        """,
+    )
+    assert state(fake, "v") == "6.0|2.0"
+
+
+# ------------------------------------------------------------------ take FX, envelopes, markers
+
+
+def _audio_take(fake: FakeReaper, tmp_path: Path):
+    wav = write_wav(tmp_path / "a.wav", noise(seconds=4.0))
+    item = fake.add_audio_item(fake.add_track("A"), wav, 0.0, 2.0, startoffs=1.0)
+    fake.add_empty_take(item, active=False)
+    return item, item.takes[0], item.takes[1]
+
+
+def test_take_fx_are_copied_and_fx_envelopes_created(fake: FakeReaper, tmp_path: Path) -> None:
+    _, take, other = _audio_take(fake, tmp_path)
+    fake.add_take_fx(take, "VST: ReaEQ", [0.1, 0.2])
+    fake.add_take_fx(take, "JS: Gain", [0.5])
+    fake.add_fx_envelope(take, 1, 0, [(0.0, 0.25), (1.0, 0.75)])
+    lua(
+        fake,
+        tmp_path,
+        """
+        local item = reaper.GetTrackMediaItem(reaper.GetTrack(0, 0), 0)
+        local src, dest = reaper.GetTake(item, 0), reaper.GetTake(item, 1)
+        for fx = 0, reaper.TakeFX_GetCount(src) - 1 do
+          reaper.TakeFX_CopyToTake(src, fx, dest, fx, false)
+        end
+        local before = reaper.TakeFX_GetEnvelope(dest, 1, 0, false)
+        local env = reaper.TakeFX_GetEnvelope(dest, 1, 0, true)
+        local _, chunk = reaper.GetEnvelopeStateChunk(reaper.GetTakeEnvelope(src, 0), "", false)
+        local ok = reaper.SetEnvelopeStateChunk(env, chunk, false)
+        local wrong = reaper.SetEnvelopeStateChunk(env, "<VOLENV\\n>", false)
+        local _, name = reaper.TakeFX_GetFXName(dest, 1)
+        reaper.SetExtState("t", "v", table.concat({tostring(before), tostring(ok), tostring(wrong),
+          name, reaper.CountTakeEnvelopes(dest)}, "|"), false)
+        """,
+    )
+    assert state(fake, "v") == "nil|true|false|JS: Gain|1"
+    assert other.describe()["fx"] == take.describe()["fx"]
+    assert other.describe()["envelopes"] == take.describe()["envelopes"]
+    assert take.fx and take.fx is not other.fx  # a copy, not a move
+
+
+def test_built_in_take_envelopes_come_only_from_an_item_chunk(
+    fake: FakeReaper, tmp_path: Path
+) -> None:
+    item, take, other = _audio_take(fake, tmp_path)
+    fake.add_take_envelope(take, "Volume", [(0.0, 1.0), (0.5, 0.5)])
+    block = take.envelope("Volume").chunk()
+    chunk = fake._item_chunk(item)
+    assert block in chunk and "<SOURCE WAVE" in chunk
+    assert fake._GetTakeEnvelopeByName(other, "Volume") is None
+    # After the second take's source block, as REAPER writes take envelopes.
+    lines = chunk.splitlines()
+    end = len(lines) - 1
+    lines[end:end] = [line for line in block.splitlines() if not line.startswith("EGUID")]
+    assert fake._SetItemStateChunk(item, "\n".join(lines), False)
+    copied = fake._GetTakeEnvelopeByName(other, "Volume")
+    assert copied is not None and copied.points == take.envelope("Volume").points
+    assert copied.guid != take.envelope("Volume").guid and fake.problems == []
+    assert not fake._SetItemStateChunk(item, "<ITEM\nPOSITION 0\n", False)  # unbalanced
+    with pytest.raises(ReaperError, match="only take envelope blocks"):
+        fake._SetItemStateChunk(item, chunk.replace("POSITION 0", "POSITION 5"), False)
+
+
+def test_stretch_markers_add_update_and_slope_as_documented(
+    fake: FakeReaper, tmp_path: Path
+) -> None:
+    _, take, _ = _audio_take(fake, tmp_path)
+    lua(
+        fake,
+        tmp_path,
+        """
+        local take = reaper.GetTake(reaper.GetTrackMediaItem(reaper.GetTrack(0, 0), 0), 0)
+        local a = reaper.SetTakeStretchMarker(take, -1, 1.0, 2.5)
+        local b = reaper.SetTakeStretchMarker(take, -1, 0.5)      -- source auto-calculated
+        local again = reaper.SetTakeStretchMarker(take, -1, 1.0, 3.0) -- one exists there
+        local moved = reaper.SetTakeStretchMarker(take, 1, 1.2)   -- idx >= 0 updates
+        local slope = reaper.SetTakeStretchMarkerSlope(take, 0, 0.4)
+        local none = reaper.SetTakeStretchMarkerSlope(take, 5, 0.4)
+        local idx, pos, src = reaper.GetTakeStretchMarker(take, 1)
+        local bad = reaper.GetTakeStretchMarker(take, 2)
+        reaper.SetExtState("t", "v", table.concat({a, b, again, moved, tostring(slope),
+          tostring(none), idx, pos, src, bad, reaper.GetTakeStretchMarkerSlope(take, 0),
+          reaper.GetTakeNumStretchMarkers(take)}, "|"), false)
+        """,
+    )
+    # Source at 0.5 s before any other marker: rate 1 back from the marker at (1.0, 2.5).
+    assert state(fake, "v") == "0|0|-1|1|true|false|1|1.2|2.5|-1|0.4|2"
+    assert take.stretch_markers == [[0.5, 2.0, 0.4], [1.2, 2.5, 0.0]]

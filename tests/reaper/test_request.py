@@ -96,3 +96,21 @@ def test_non_ascii_and_equals_signs_in_paths_survive(tmp_path: Path) -> None:
     (plan,) = read_request(path).items
     assert isinstance(plan, ItemSpan)
     assert str(plan.path) == odd
+
+
+def test_stretch_markers_widen_the_span_to_all_the_source_they_play() -> None:
+    # 2 s item from 3.2 s; markers play source up to 5.8 s (and from 3.0 s before the first).
+    plan = plan_item("1", _fields(stretch="0.2:3.2;1:4.6;1.5:5.3"))
+    assert isinstance(plan, ItemSpan)
+    assert plan.start == pytest.approx(3.0)
+    assert plan.start + plan.duration == pytest.approx(5.8)
+    assert plan.take_offset == pytest.approx(0.2)  # the stem file starts 0.2 s earlier
+    assert plan_item("1", _fields(stretch="")) == plan_item("1", _fields())
+
+
+def test_stems_to_keep_are_read_from_spaces_or_commas(tmp_path: Path) -> None:
+    path = tmp_path / "request.txt"
+    path.write_text("version=1\nkeep=Drums, bass  drums\nitems=\n", encoding="utf-8")
+    assert read_request(path).keep() == ["drums", "bass"]
+    path.write_text("version=1\nkeep=\nitems=\n", encoding="utf-8")
+    assert read_request(path).keep() == []

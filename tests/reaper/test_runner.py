@@ -203,3 +203,37 @@ def test_status_writes_retry_while_windows_refuses_to_replace_an_open_file(
     keyvalue.write(tmp_path / "status.txt", {"state": "running"})
     assert len(failures) == 2
     assert keyvalue.read(tmp_path / "status.txt") == {"state": "running"}
+
+
+class _RecordingClient:
+    """Stands in for the server connection: records what a runner submits."""
+
+    def __init__(self) -> None:
+        self.submits: list[dict] = []
+
+    def submit(self, path, out_dir, start=0.0, duration=None, **options) -> str:
+        self.submits.append({k: v for k, v in options.items() if v is not None})
+        return f"job{len(self.submits)}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "sent"),
+    [
+        ({"keep": "vocals"}, ["vocals"]),
+        ({"keep": "drums bass"}, ["drums", "bass"]),
+        ({"keep": ""}, None),  # empty: all stems, nothing sent
+        ({"keep": "vocals", "two_stems": "vocals"}, None),  # two stems keep one already
+    ],
+)
+def test_stems_to_keep_are_passed_to_the_server_as_a_submit_option(
+    source, tmp_path, settings: dict, sent
+) -> None:
+    request_path = write_request(
+        tmp_path / "job", {"out_dir": tmp_path / "media", **settings},
+        {"1": audio_item(source, 1.0, 2.0)},
+    )  # fmt: skip
+    request = runner.read_request(request_path)
+    client = _RecordingClient()
+    runner.Runner(request_path)._submit(client, request, request.items[0])
+    (options,) = client.submits
+    assert options.get("keep") == sent

@@ -230,26 +230,27 @@ def test_midi_for_stems_lands_on_tracks_below_the_stems(reaper, server, source) 
 
 
 def test_settings_are_kept_with_ext_state(reaper) -> None:
-    reaper.user_inputs.append("tcp://127.0.0.1:6000|dsp|/tmp/stems|2|0|1|1|drums")
+    reaper.user_inputs.append("tcp://127.0.0.1:6000|dsp|/tmp/stems|2|0|1|1|drums|vocals")
     reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SETTINGS)
     state = {key: value for (section, key), value in reaper.persistent_ext_state.items()}
     assert state["address"] == "tcp://127.0.0.1:6000"
     assert state["model"] == "dsp" and state["out_dir"] == "/tmp/stems"
     assert (state["stem_set"], state["autostart"], state["mute_original"]) == ("2", "0", "1")
-    assert state["midi"] == "drums"
+    assert state["midi"] == "drums" and state["keep"] == "vocals"
 
 
 def test_settings_show_one_caption_per_field_as_reaper_splits_them(reaper) -> None:
     """REAPER splits GetUserInputs' captions at every comma: a comma in a caption
     shifts every later label onto the wrong field (issue 15)."""
-    reaper.user_inputs.append("tcp://127.0.0.1:6000|dsp|/tmp/stems|2|0|1|1|drums bass")
+    reaper.user_inputs.append("tcp://127.0.0.1:6000|dsp|/tmp/stems|2|0|1|1|drums bass|vocals")
     reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SETTINGS)
 
     (_title, captions, defaults) = reaper.user_input_calls[-1]
-    assert len(captions) == len(defaults) == 8
+    assert len(captions) == len(defaults) == 9
     assert captions[3].startswith("Stems with presets") and captions[7].startswith("MIDI for")
+    assert captions[8].startswith("Stems to keep")
     state = {key: value for (section, key), value in reaper.persistent_ext_state.items()}
-    assert state["midi"] == "drums bass"
+    assert state["midi"] == "drums bass" and state["keep"] == "vocals"
 
 
 def test_not_installed_says_how_to_install(tmp_path) -> None:
