@@ -73,11 +73,10 @@ class _Server:
         self.address = _address()
         command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", self.address]
         command += ["--model", "dsp", "--device", "cpu", "--state-dir", str(state)]
-        command += ["--max-message-mb", "64"]  # room for a 20 MB upload as base64
         self.log = open(state.parent / f"{state.name}.log", "ab")  # noqa: SIM115
         started = time.perf_counter()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env)
-        self.client = Client(self.address, timeout=120, max_message_bytes=64 * 2**20)
+        self.client = Client(self.address, timeout=120)  # uploads go in chunks
         self.client.hello()
         self.start_seconds = time.perf_counter() - started
 
@@ -157,8 +156,8 @@ def main() -> None:
         after = _rss_mb(pid)
         records = list((state / "jobs").glob("*.json"))
         record_bytes = sum(path.stat().st_size for path in records)
-        temporary = Path(tempfile.gettempdir())
-        leftovers = [path for job in uploads for path in temporary.glob(f"daw-bridge-{job}-*")]
+        temporary = Path((state / "uploads-folder").read_text(encoding="utf-8"))
+        leftovers = list(temporary.iterdir())  # this run's uploads folder, while it serves
         server.stop()
 
         print(f"CPU: {_cpu()}; Python {platform.python_version()}")
@@ -170,7 +169,7 @@ def main() -> None:
         print(f"  RSS fresh           {fresh:7.1f} MB  (after a first job and upload)")
         print(f"  RSS after all jobs  {after:7.1f} MB  ({after - fresh:+.1f} MB; peak {peak:.1f})")
         print(f"  records on disk     {len(records)} ({record_bytes / 2**10:.0f} KiB)")
-        print(f"  uploads left in {temporary}: {len(leftovers)} of {len(uploads)}")
+        print(f"  uploads left in the server's upload folder: {len(leftovers)} of {len(uploads)}")
 
         print("Start-up with a history of finished jobs (launch to first reply; recover() alone):")
         for count in (0, 1000, 20000):

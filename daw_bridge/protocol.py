@@ -26,6 +26,9 @@ REQUESTS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "hello": {},
     "status": {},
     "models": {},
+    # Audio as bytes: announce the file, send it in chunks, then submit {"upload": id}.
+    "upload": {"name": str, "size": int, "sha256": str},
+    "chunk": {"upload": str, "offset": int, "data": str},
     "submit": {"source": dict, "out_dir": str},
     "cancel": {"job": str},
     "result": {"job": str},
@@ -45,6 +48,7 @@ SUBMIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "shifts": int,
     "overwrite": bool,
     "midi": list,
+    "keep": list,  # stems to deliver; the others arrive summed as "rest"
     "preset": str,  # a preset name or an absolute path to a .toml file
     "tail": str,  # "cut" or "extend": overrides the preset's own
 }
@@ -52,7 +56,7 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
-#: Longest text field (a path, a name, an option); only uploaded audio may be longer.
+#: Longest text field (a path, a name, an option); only a chunk's audio may be longer.
 MAX_TEXT_CHARS = 4096
 #: Longest file or folder name, in UTF-8 bytes, as most file systems allow.
 MAX_NAME_BYTES = 255
@@ -150,13 +154,17 @@ def _check_seconds(name: str, value: Any, allow_zero: bool) -> None:
 
 def _check_texts(message: dict[str, Any], kind: str) -> None:
     """Every text field of a request, by what it names."""
-    for name in ("job", "preset", "tail"):
+    for name in ("job", "preset", "tail", "upload", "sha256"):
         _check_text(name, message.get(name))
+    if kind == "upload":
+        _check_path("name", message["name"])
+    if kind == "chunk" and message["offset"] < 0:
+        raise ProtocolError("'offset' must be 0 or more")
     if kind != "submit":
         return
     source, options = message["source"], message.get("options", {})
     _check_path("path", source.get("path"))
-    _check_path("name", source.get("name"))
+    _check_text("upload", source.get("upload"))
     _check_path("out_dir", message["out_dir"])
     if not _is_absolute(message["out_dir"]):
         raise ProtocolError(
@@ -170,11 +178,12 @@ def _check_texts(message: dict[str, Any], kind: str) -> None:
     _check_path("preset", options.get("preset"))
     if not 0 <= options.get("shifts", 0) <= MAX_SHIFTS:
         raise ProtocolError(f"'shifts' must be 0 to {MAX_SHIFTS}")
-    kinds = options.get("midi", [])
-    if len(kinds) > 8:
-        raise ProtocolError("'midi' names at most 8 stems")
-    for kind in kinds:
-        _check_text("midi", kind, limit=64)
+    for name in ("midi", "keep"):
+        kinds = options.get(name, [])
+        if len(kinds) > 8:
+            raise ProtocolError(f"'{name}' names at most 8 stems")
+        for kind in kinds:
+            _check_text(name, kind, limit=64)
 
 
 def validate_request(message: dict[str, Any]) -> dict[str, Any]:
@@ -195,9 +204,11 @@ def validate_request(message: dict[str, Any]) -> dict[str, Any]:
         _check_fields(kind, message, APPLY_OPTIONS, required=False)
     if kind == "submit":
         source = message["source"]
-        if ("path" in source) == ("data" in source):
-            raise ProtocolError("source needs either 'path' (a file) or 'data' (base64 audio file)")
-        _check_fields("source", source, {"path": str, "data": str, "name": str}, required=False)
+        if ("path" in source) == ("upload" in source):
+            raise ProtocolError(
+                "source needs either 'path' (a file) or 'upload' (the id of uploaded audio)"
+            )
+        _check_fields("source", source, {"path": str, "upload": str}, required=False)
         _check_fields(
             "source",
             source,
@@ -212,7 +223,8 @@ def validate_request(message: dict[str, Any]) -> dict[str, Any]:
             shown = sorted(name[:64] for name in unknown)[:5]
             raise ProtocolError(f"unknown options {shown}; known: {sorted(SUBMIT_OPTIONS)}")
         _check_fields("options", options, SUBMIT_OPTIONS, required=False)
-        if not all(isinstance(kind, str) for kind in options.get("midi", [])):
-            raise ProtocolError("'midi' must be a list of stem names")
+        for name in ("midi", "keep"):
+            if not all(isinstance(kind, str) for kind in options.get(name, [])):
+                raise ProtocolError(f"'{name}' must be a list of stem names")
     _check_texts(message, kind)
     return message

@@ -34,7 +34,7 @@ def test_submit_with_a_path_span_and_options_is_valid():
         ({"type": "dance"}, "unknown message type"),
         ({"type": "cancel"}, "needs the field 'job'"),
         ({"type": "cancel", "job": 5}, "wrong type"),
-        ({"type": "submit", "source": {"path": "a", "data": "b"}, "out_dir": "/o"}, "either"),
+        ({"type": "submit", "source": {"path": "a", "upload": "b"}, "out_dir": "/o"}, "either"),
         ({"type": "submit", "source": {"path": "a", "start": "0"}, "out_dir": "/o"}, "'start'"),
         (
             {"type": "submit", "source": {"path": "a"}, "out_dir": "/o", "options": {"x": 1}},

@@ -170,8 +170,8 @@ class Client:
             raise DawBridgeError(
                 f"This request is {len(frame) / 2**20:.1f} MiB; the daw-bridge server takes at "
                 f"most {self.max_message_bytes / 2**20:.0f} MiB in one message.",
-                "Give the audio as a path the server can read instead of sending its bytes "
-                "(audio sent as bytes is limited to about 12 MB).",
+                "Send less in one request: audio goes as a path, or as bytes in chunks "
+                "(Client.submit_audio).",
             )
         self._socket.send(frame)
         deadline = time.monotonic() + timeout
@@ -207,11 +207,28 @@ class Client:
         return self._submit(source, out_dir, options)
 
     def submit_audio(self, data: bytes, name: str, out_dir: str | Path, **options: Any) -> str:
-        """Send the audio file's bytes (for a server on another machine or a rendered clip)."""
-        import base64
+        """Send the audio file's bytes (for a server on another machine or a rendered clip).
 
-        source = {"data": base64.b64encode(data).decode("ascii"), "name": name}
-        return self._submit(source, out_dir, options)
+        ``name`` gives the format by its suffix (``.wav``, ``.flac``, ``.mp3``...).
+        """
+        return self._submit({"upload": self.upload(data, name)}, out_dir, options)
+
+    def upload(self, data: bytes, name: str) -> str:
+        """Send an audio file's bytes in chunks, each under the message cap; the upload id."""
+        import base64
+        import hashlib
+
+        announce = {"type": "upload", "name": name, "size": len(data)}
+        reply = self.request({**announce, "sha256": hashlib.sha256(data).hexdigest()})
+        # Base64 makes 3 bytes 4 characters; 64 KiB is left for the rest of the message.
+        fits = (self.max_message_bytes - 2**16) // 4 * 3
+        chunk = max(1, min(int(reply.get("chunk_bytes", fits)), fits))
+        for offset in range(0, len(data), chunk):
+            piece = base64.b64encode(data[offset : offset + chunk]).decode("ascii")
+            self.request(
+                {"type": "chunk", "upload": reply["upload"], "offset": offset, "data": piece}
+            )
+        return reply["upload"]
 
     def _submit(self, source: dict[str, Any], out_dir: str | Path, options: dict[str, Any]) -> str:
         if options.get("preset") is not None:

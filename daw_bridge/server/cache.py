@@ -3,8 +3,10 @@
 The key is the content hash of the audio span plus the model and options, so
 the same clip split twice (from any file, any project) costs a file copy, not
 inference. The cache lives in its own folder, bounded by size, evicting the
-least recently used entries; files handed to a project are copies and are
-never touched by eviction. Each entry's manifest records the SHA-256 of its
+least recently used entries. A hit is handed to a project as hard links where
+the output folder is on the same drive (no bytes copied), else as copies; the
+cache never writes into a published file, and eviction only removes its own
+names, so a project's stems are never touched. Each entry's manifest records the SHA-256 of its
 files when it is published; an entry that no longer matches (damaged, or
 altered behind the server's back) is dropped and separated again, never served.
 Files are hashed again only when they changed since they were last found
@@ -20,6 +22,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from daw_bridge.files import file_sha256
@@ -46,6 +49,7 @@ class StemCache:
         # them again only if it changed (a rewritten file gets a new change time, which
         # no program can set back).
         self._checked: dict[str, list[tuple]] = {}
+        self._found: dict[str, list[tuple]] = {}  # entry -> identity at its last lookup
 
     def lookup(self, key: str) -> Path | None:
         folder = self.root / key
@@ -59,8 +63,33 @@ class StemCache:
                 return None
             if _settled(identity, seen):
                 self._checked[key] = identity
+        self._found[key] = identity
         os.utime(folder)  # mark as recently used
         return folder
+
+    def hand_out(self, entry: Path, place: Callable[[str], Path]) -> list[Path]:
+        """Put each file of ``entry`` (just found by :meth:`lookup`) at ``place(name)``:
+        a hard link where the drive allows, else a copy. Call :meth:`handed_out` once
+        the links have their final names."""
+        placed = []
+        for source in sorted(entry.iterdir()):
+            target = place(source.name)
+            try:
+                os.link(source, target)
+            except OSError:  # another drive, or a file system without hard links
+                shutil.copyfile(source, target)
+            placed.append(target)
+        return placed
+
+    def handed_out(self, entry: Path) -> None:
+        """Linking and renaming the links changed the files' change times; this job did
+        that right after the entry was found intact, so if nothing else changed (names,
+        inodes, sizes, modification times) the new identity counts as checked. The gap:
+        a same-size rewrite that keeps the modification time, during that one delivery.
+        """
+        found, now = self._found.pop(entry.name, None), _identity(entry)
+        if found is not None and [f[:4] for f in found] == [f[:4] for f in now]:
+            self._checked[entry.name] = now
 
     def staging(self) -> Path:
         """A private folder to write a new entry into before :meth:`commit`."""

@@ -86,14 +86,6 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def without_upload(request: dict[str, Any]) -> dict[str, Any]:
-    """``request`` without its uploaded audio, which only the worker needs, once."""
-    source = request.get("source")
-    if not isinstance(source, dict) or "data" not in source:
-        return request
-    return {**request, "source": {k: v for k, v in source.items() if k != "data"}}
-
-
 class JobStore:
     """Jobs mirrored to ``root/<id>.json``, readable by the user only."""
 
@@ -149,7 +141,6 @@ class JobStore:
         """Write ``job``'s record. A finished job leaves the active set even if that fails
         (:class:`StateFolderError`); its record then still reads as interrupted."""
         if job.final:
-            job.request = without_upload(job.request)  # a finished job never needs it again
             with self._lock:
                 self._active.pop(job.id, None)
                 self._remember(job)
@@ -214,7 +205,7 @@ class JobStore:
 
     def _write(self, job: Job) -> None:
         record = {name: getattr(job, name) for name in _RECORDED}
-        record["request"] = without_upload(job.request)
+        record["request"] = job.request
         path = self.root / f"{job.id}.json"
         temporary = path.with_name(f".{job.id}.{uuid.uuid4().hex[:6]}.tmp")
         try:

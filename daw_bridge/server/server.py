@@ -38,6 +38,7 @@ from daw_bridge.server.cache import StemCache
 from daw_bridge.server.jobs import KEEP_DAYS, KEEP_JOBS, Job, JobStore
 from daw_bridge.server.lock import StateLock
 from daw_bridge.server.models import ModelPool, resident_bytes
+from daw_bridge.server.uploads import CHUNK_BYTES, Uploads
 from daw_bridge.server.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Server:
         self.lock = StateLock(self.state_dir)
         self.store = JobStore(state_dir / "jobs", keep_days, keep_jobs)
         self.cache = StemCache(state_dir / "stems", cache_bytes)
+        self.uploads = Uploads(self.state_dir)
         self.queue: queue.Queue[Job | None] = queue.Queue()
         self.notifications: queue.Queue[Job] = queue.Queue()
         # Workers wake the socket loop through this pair as soon as a job event is
@@ -77,7 +79,9 @@ class Server:
         self._wake_up.setblocking(False)
         self._wake_up_sender.setblocking(False)
         self.watchers: dict[str, set[bytes]] = {}
-        self.worker = Worker(self.queue, self.pool, self.cache, self.store, self._notify)
+        self.worker = Worker(
+            self.queue, self.pool, self.cache, self.store, self._notify, self.uploads
+        )
         # Re-applying a preset takes a second or two: it does not wait behind separations.
         self.preset_queue: queue.Queue[Job | None] = queue.Queue()
         self.preset_worker = Worker(
@@ -86,6 +90,7 @@ class Server:
             self.cache,
             self.store,
             self._notify,
+            self.uploads,
             name="daw-bridge-presets",
         )
         self.running = True
@@ -95,6 +100,7 @@ class Server:
     def serve_forever(self) -> None:
         self.lock.acquire(self.bind)  # before anything in the state folder is touched
         self.cache.clean_staging()
+        self.uploads.start()  # and what a killed run left goes
         for job in self.store.recover():
             log.warning("job %s was interrupted by a previous shutdown", job.id)
             self.worker.undo_delivery(job)
@@ -138,6 +144,7 @@ class Server:
                 if now - last_tick >= _PROGRESS_INTERVAL:
                     last_tick = now
                     self._tick(socket, now)
+                    self.uploads.expire(now)
         finally:
             for job in self.store.active():
                 job.cancel.set()
@@ -148,6 +155,7 @@ class Server:
             socket.close(0)
             self.gate.stop()
             context.term()
+            self.uploads.stop()
             self.lock.release()
             self._wake_up.close()
             self._wake_up_sender.close()
@@ -228,10 +236,28 @@ class Server:
             }
         if kind == "models":
             return {"type": "models", "models": model_names(), "loaded": self.pool.loaded()}
+        if kind == "upload":
+            upload = self.uploads.begin(caller, message["name"], message["size"], message["sha256"])
+            # Base64 makes 3 bytes 4 characters; 64 KiB is left for the rest of a chunk.
+            fits = (self.max_message_bytes - 2**16) // 4 * 3
+            return {"type": "upload", "upload": upload, "chunk_bytes": min(CHUNK_BYTES, fits)}
+        if kind == "chunk":
+            received = self.uploads.append(
+                caller, message["upload"], message["offset"], message["data"]
+            )
+            return {"type": "chunk", "upload": message["upload"], "received": received}
         if kind == "submit":
             # Refused now, with the path, rather than failing after the separation.
             check_output_folder(message["out_dir"])
-            return self._accept(client, message, self.queue, caller)
+            upload = message["source"].get("upload")
+            if upload is not None:
+                self.uploads.claim(caller, upload)
+            try:
+                return self._accept(client, message, self.queue, caller)
+            except BaseException:
+                if upload is not None:
+                    self.uploads.release(upload)
+                raise
         if kind == "shutdown":
             if not owner:
                 raise DawBridgeError(

@@ -8,12 +8,10 @@ never dies. A job's files reach its output folder all at once or not at all
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
 from daw_bridge.presets.library import load as load_preset
 from daw_bridge.presets.schema import Preset
+from daw_bridge.separation.keep import check_keep, keep_stems
 from daw_bridge.separation.pipeline import (
     can_stream,
     split_span,
@@ -34,8 +33,9 @@ from daw_bridge.separation.pipeline import (
     stream_split,
 )
 from daw_bridge.server.cache import StemCache, cache_key
-from daw_bridge.server.jobs import Job, JobStore, without_upload
+from daw_bridge.server.jobs import Job, JobStore
 from daw_bridge.server.models import ModelPool
+from daw_bridge.server.uploads import Uploads
 
 log = logging.getLogger(__name__)
 _REMEMBERED_SPANS = 1024
@@ -51,25 +51,27 @@ class Worker(threading.Thread):
         cache: StemCache,
         store: JobStore,
         notify: Callable[[Job], None],
+        uploads: Uploads,
         name: str = "daw-bridge-worker",
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.jobs, self.pool, self.cache, self.store, self.notify = jobs, pool, cache, store, notify
+        self.uploads = uploads
         self.current: Job | None = None
         # Content hash of recently seen spans: a repeated click skips decoding and hashing.
         self._spans: dict[tuple, tuple[str, int, int]] = {}
 
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
-            if job.cancel.is_set() or job.final:
-                continue
-            self.current = job
             try:
-                self._run(job)
+                if not (job.cancel.is_set() or job.final):
+                    self.current = job
+                    self._run(job)
             except Exception:  # _run reports every failure; this only keeps the thread alive
                 log.exception("job %s: unexpected error", job.id)
             finally:
                 self.current = None
+                self._release_upload(job)  # an upload is only kept for its job
 
     def _finish(self, job: Job, state: str, error: DawBridgeError | None = None) -> None:
         if error is not None:  # before the state: the server may read the job at any moment
@@ -89,7 +91,7 @@ class Worker(threading.Thread):
             if job.request["type"] == "apply":
                 job.result = self._reapply(job)
             else:
-                job.result = self._separate(job)
+                job.result = self._separate_file(job, self._source(job))
         except CancelledError as error:
             self._finish(job, "cancelled", error)
         except DawBridgeError as error:
@@ -103,47 +105,17 @@ class Worker(threading.Thread):
 
     def _source(self, job: Job) -> Path:
         source = job.request["source"]
-        if "path" in source:
-            return Path(source["path"])
-        try:
-            data = base64.b64decode(source["data"], validate=True)
-        except ValueError as error:
-            raise DawBridgeError(
-                "The uploaded audio is not valid base64.", "Send the file again."
-            ) from error
-        # A private temporary file, never the server's state folder: nothing a client
-        # sends is written there. The name keeps the suffix, which formats are read by.
-        suffix = Path(source.get("name", "audio.wav")).suffix
-        job.request = without_upload(job.request)  # the job no longer holds it in memory
-        upload = None
-        try:
-            descriptor, upload = tempfile.mkstemp(prefix=_upload_prefix(job.id), suffix=suffix)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-        except OSError as error:
-            if upload is not None:
-                Path(upload).unlink(missing_ok=True)
-            raise StateFolderError(
-                f"Cannot save the uploaded audio in {tempfile.gettempdir()} "
-                f"({error.strerror or error}).",
-                "Free some space on that drive (or set TMPDIR to a folder on another drive "
-                "before starting the server), then send the file again.",
-            ) from None
-        return Path(upload)
+        if "upload" in source:
+            return self.uploads.path(source["upload"])
+        return Path(source["path"])
 
-    def _separate(self, job: Job) -> dict:
-        uploaded = "data" in job.request["source"]
-        path = self._source(job)
-        try:
-            return self._separate_file(job, path)
-        finally:
-            if uploaded:
-                path.unlink(missing_ok=True)  # an upload is only kept for its job
+    def _release_upload(self, job: Job) -> None:
+        source = job.request.get("source")
+        if isinstance(source, dict) and isinstance(source.get("upload"), str):
+            self.uploads.release(source["upload"])
 
     def undo_delivery(self, job: Job) -> None:
-        """Clear what an interrupted ``job`` left: its staged delivery and its upload."""
-        for upload in Path(tempfile.gettempdir()).glob(f"{_upload_prefix(job.id)}*"):
-            upload.unlink(missing_ok=True)
+        """Clear what an interrupted ``job`` left: its staged delivery."""
         folder = self._folder(job)
         if folder is not None:
             try:
@@ -203,12 +175,16 @@ class Worker(threading.Thread):
         folder = Path(request["out_dir"])
         overwrite = bool(options.get("overwrite", False))
         kinds = options.get("midi") or []
+        keep = options.get("keep") or []
         for kind in kinds:  # MIDI that may not be written fails before the separation
             ensure_writable(folder / f"{kind}.mid", overwrite)
         entry = self.cache.lookup(key)
         cached = entry is not None
-        if entry is None:
+        if entry is not None:
+            check_keep(keep, [path.stem for path in entry.glob("*.wav")], settings["two_stems"])
+        else:
             separator = self.pool.get(model, settings["shifts"])
+            check_keep(keep, separator.sources, settings["two_stems"])  # before inference
             # Long spans go from the file to the stems in blocks: memory stays bounded.
             if _streamed(known[2], known[1]) and can_stream(separator):
                 split, audio = stream_split, info or open_span(path, start, duration)
@@ -239,10 +215,12 @@ class Worker(threading.Thread):
                     ) from error
                 raise
         with self._delivery(job, folder) as delivery:
-            stems = _stage(entry, delivery)
+            stems = _stems(self.cache.hand_out(entry, delivery.path))
             midi = midi_for_stems(stems, kinds)
+            stems = keep_stems(stems, keep, settings["format"])
             processed = self._apply(job, preset, stems, delivery, share) if preset else None
             delivery.publish(overwrite, replace_in=[preset.name] if preset else [])
+        self.cache.handed_out(entry)
         result = {
             "midi": _finals(delivery, midi),
             "folder": str(folder),
@@ -313,19 +291,8 @@ def _fingerprint(path: Path, start: float, duration: float | None) -> tuple:
     return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, start, duration)
 
 
-def _upload_prefix(job_id: str) -> str:
-    return f"daw-bridge-{job_id}-"
-
-
-def _stage(entry: Path, delivery: Delivery) -> dict[str, Path]:
-    """Copy a cache entry into the delivery (eviction never touches the copies); its stems."""
-    stems = {}
-    for source in sorted(entry.iterdir()):
-        target = delivery.path(source.name)
-        shutil.copyfile(source, target)
-        if target.suffix == ".wav":
-            stems[target.stem] = target
-    return stems
+def _stems(files: list[Path]) -> dict[str, Path]:
+    return {path.stem: path for path in files if path.suffix == ".wav"}
 
 
 def _finals(delivery: Delivery, staged: dict[str, Path]) -> dict[str, str]:

@@ -138,7 +138,7 @@ def test_a_request_over_the_servers_message_cap_is_refused_before_it_is_sent():
     with Client(free_address(), timeout=5, max_message_bytes=2**20) as client:
         started = time.monotonic()
         with pytest.raises(DawBridgeError) as error:
-            client.submit_audio(b"\0" * 2**20, "clip.wav", "/tmp/out")
+            client.submit("/tmp/clip.wav", "/tmp/out", model="m" * 2**20)
     assert time.monotonic() - started < 1.0
     assert "most 1 MiB in one message" in error.value.problem
-    assert "as a path" in str(error.value.fix)
+    assert "in chunks" in str(error.value.fix)

@@ -91,3 +91,64 @@ def test_a_hit_hashes_an_entry_again_only_when_its_files_changed(tmp_path, monke
     assert cache.lookup("k") is not None and hashed == ["vocals.wav"]  # unchanged: not read
     (tmp_path / "k" / "vocals.wav").write_bytes(b"y" * 10)  # same size, same inode
     assert cache.lookup("k") is None
+
+
+def handed_out(cache: StemCache, key: str, folder) -> list:
+    """A hit as the worker makes it: lookup, hand out into ``folder``, renames done."""
+    found = cache.lookup(key)
+    assert found is not None
+    folder.mkdir()
+    placed = cache.hand_out(found, lambda name: folder / name)
+    cache.handed_out(found)
+    return placed
+
+
+def test_a_hit_on_the_same_drive_is_handed_out_as_hard_links_not_copies(tmp_path):
+    cache = StemCache(tmp_path / "cache", max_bytes=10_000)
+    entry(cache, "k", 10)
+    placed = handed_out(cache, "k", tmp_path / "project")
+    assert sorted(path.name for path in placed) == ["manifest.json", "vocals.wav"]
+    for path in placed:
+        assert os.path.samefile(path, tmp_path / "cache" / "k" / path.name)
+
+
+def test_a_hit_on_another_drive_is_handed_out_as_copies(tmp_path, monkeypatch):
+    import errno
+
+    def other_drive(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", other_drive)
+    cache = StemCache(tmp_path / "cache", max_bytes=10_000)
+    entry(cache, "k", 10)
+    [_, vocals] = handed_out(cache, "k", tmp_path / "project")
+    assert vocals.read_bytes() == b"x" * 10
+    assert not os.path.samefile(vocals, tmp_path / "cache" / "k" / "vocals.wav")
+
+
+def test_handing_out_links_does_not_make_the_next_hit_hash_again(tmp_path, monkeypatch):
+    from daw_bridge.server import cache as module
+
+    hashed: list[str] = []
+    sha256 = module.file_sha256
+    monkeypatch.setattr(
+        module, "file_sha256", lambda path: hashed.append(path.name) or sha256(path)
+    )
+    cache = StemCache(tmp_path / "cache", max_bytes=10_000)
+    entry(cache, "k", 10)
+    hashed.clear()
+    for number in range(3):  # back to back, as repeated clicks: the links change ctime
+        handed_out(cache, "k", tmp_path / f"project-{number}")
+    assert hashed == ["vocals.wav"]  # found intact once, then trusted
+
+
+def test_a_handed_out_stem_rewritten_in_its_project_is_never_served_again(tmp_path):
+    """The project's file and the cache's are one file: an edit there shows in the cache,
+    and the entry is dropped, not served (the project keeps its edit)."""
+    cache = StemCache(tmp_path / "cache", max_bytes=10_000)
+    entry(cache, "k", 10)
+    [_, vocals] = handed_out(cache, "k", tmp_path / "project")
+    with open(vocals, "r+b") as handle:  # in place, same size, as an audio editor may
+        handle.write(b"y" * 10)
+    assert cache.lookup("k") is None
+    assert vocals.read_bytes() == b"y" * 10

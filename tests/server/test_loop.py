@@ -14,7 +14,6 @@ import os
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -31,16 +30,13 @@ def server(tiny_checkpoint, tmp_path_factory):
     process.kill()
 
 
-def largest_message_sent(address: str, out_dir: Path) -> threading.Thread:
-    """Start sending a submit just under the message cap, from another client."""
+def largest_message_sent(address: str) -> threading.Thread:
+    """Start sending a chunk of audio just under the message cap, from another client."""
     data = base64.b64encode(os.urandom((MAX_MESSAGE_BYTES - 4096) * 3 // 4)).decode()
 
     def send() -> None:
         with Client(address, timeout=60) as client, contextlib.suppress(DawBridgeError):
-            client.request(
-                {"type": "submit", "source": {"data": data, "name": "big.wav"},
-                 "out_dir": str(out_dir)}
-            )  # fmt: skip
+            client.request({"type": "chunk", "upload": "0" * 16, "offset": 0, "data": data})
 
     sender = threading.Thread(target=send)
     sender.start()
@@ -63,7 +59,7 @@ def test_a_cache_hit_is_answered_without_waiting_for_a_poll(server, tmp_path):
 
 
 def test_the_largest_message_holds_other_clients_up_for_under_a_second(server, tmp_path):
-    sender = largest_message_sent(server.address, tmp_path / "big")
+    sender = largest_message_sent(server.address)
     slowest = 0.0
     with Client(server.address, timeout=30) as client:
         while sender.is_alive():
@@ -80,7 +76,7 @@ def test_heartbeats_never_pause_for_2_s_while_a_job_runs(server, tmp_path):
     events: list[float] = []
     with Client(server.address, timeout=30) as client:
         job = client.submit(clip, tmp_path / "long")
-        sender = largest_message_sent(server.address, tmp_path / "big")
+        sender = largest_message_sent(server.address)
         final = client.wait(job, lambda _event: events.append(time.monotonic()))
         sender.join()
 

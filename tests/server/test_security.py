@@ -261,9 +261,7 @@ def plugin_preset(tmp_path) -> Path:
 
 def attacker_requests(song: Path, out: Path, preset: Path, checkpoint: Path) -> dict:
     """Finding -> (what the refusal must name, the request)."""
-    import base64
-
-    upload = {"data": base64.b64encode(song.read_bytes()).decode(), "name": "song.wav"}
+    upload = {"upload": "0123456789abcdef"}  # bytes, not a path: any key may send them
     submit = {"type": "submit", "source": upload, "out_dir": str(out)}
     return {
         "read any file": ("source path", {**submit, "source": {"path": str(song)}}),
@@ -340,12 +338,9 @@ def test_uploaded_audio_is_never_written_into_the_servers_state(server, tmp_path
     with Client(server.address, timeout=20) as mine:
         job = mine.submit_audio(data, "upload.wav", tmp_path / "up")
         try:
-            deadline = time.monotonic() + DEADLINE_S
-            while not any(server.uploads.glob(f"daw-bridge-{job}-*.wav")):
-                assert time.monotonic() < deadline, "the upload never reached a temporary file"
-                time.sleep(0.05)
-            [upload] = server.uploads.glob(f"daw-bridge-{job}-*.wav")
-            assert mode(upload) == 0o600
+            [upload] = server.uploads.glob("daw-bridge-uploads-*/*.wav")  # this run's folder
+            assert upload.read_bytes() == data
+            assert mode(upload) == 0o600 and mode(upload.parent) == 0o700
             copies = [
                 path
                 for path in server.state.rglob("*")
@@ -355,7 +350,10 @@ def test_uploaded_audio_is_never_written_into_the_servers_state(server, tmp_path
         finally:
             mine.cancel(job)
         finish(mine, job)
-    assert not list(server.uploads.glob(f"daw-bridge-{job}-*"))  # removed with its job
+        deadline = time.monotonic() + DEADLINE_S
+        while upload.exists():  # removed with its job (the worker lets it go)
+            assert time.monotonic() < deadline, "the upload outlived its job"
+            time.sleep(0.05)
 
 
 # -- the state and the cache ------------------------------------------------------------
@@ -377,15 +375,14 @@ def test_a_tampered_cache_entry_is_separated_again_not_served(server, tmp_path):
     before = set(cache.iterdir())
     with Client(server.address, timeout=20) as mine:
         first = finish(mine, mine.submit(song, tmp_path / "a"))
+        separated = read_span(tmp_path / "a" / "vocals.wav").samples
         [entry] = [p for p in set(cache.iterdir()) - before if not p.name.startswith(".")]
         write_wav(entry / "vocals.wav", noise(seconds=2.0, seed=99))  # the attacker's audio
         again = finish(mine, mine.submit(song, tmp_path / "b"))
     assert (first["state"], again["state"]) == ("done", "done")
     assert (first["result"]["cached"], again["result"]["cached"]) == (False, False)
     np.testing.assert_allclose(
-        read_span(tmp_path / "b" / "vocals.wav").samples,
-        read_span(tmp_path / "a" / "vocals.wav").samples,
-        atol=1e-6,
+        read_span(tmp_path / "b" / "vocals.wav").samples, separated, atol=1e-6
     )
 
 

@@ -83,15 +83,15 @@ def final_error(address: str, job: str) -> dict | None:
         ({}, None, {"preset": "no such preset"}),
         ({}, None, {"midi": ["guitar"]}),
         ({}, None, {"shifts": 10**6}),
-        ({"data": "not base64 at all!", "name": "x.wav"}, None, {}),
-        ({"data": "", "name": "n" * 400}, None, {}),
+        ({"upload": "0123456789abcdef"}, None, {}),  # never announced
+        ({"upload": "u" * 10_000}, None, {}),
     ],
 )
 def test_a_submit_with_a_bad_value_is_refused_or_fails_with_a_user_message(
     server, song, outputs, source, out_dir, options
 ):
     fields = {"path": str(song), **source}
-    if "data" in fields:
+    if "upload" in fields:
         del fields["path"]
     message = {
         "type": "submit",
