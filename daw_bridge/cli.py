@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,6 +116,11 @@ def _build_parser() -> argparse.ArgumentParser:
     split.add_argument("--duration", type=float, help="span length in seconds (default: to end)")
     split.add_argument(
         "--two-stems", metavar="STEM", help="only STEM and no_STEM (e.g. vocals / instrumental)"
+    )
+    split.add_argument(
+        "--keep",
+        metavar="STEMS",
+        help="only these stems (e.g. vocals or drums,bass); the others summed as 'rest'",
     )
     split.add_argument(
         "--out", type=Path, default=Path("separated"), help="output folder (default: separated)"
@@ -230,6 +236,7 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--out", type=Path, help="folder for the stems (default separated/<name>)")
     submit.add_argument("--model", help="model (default: the server's)")
     submit.add_argument("--two-stems", metavar="STEM")
+    submit.add_argument("--keep", metavar="STEMS", help="e.g. drums,bass; the others as 'rest'")
     submit.add_argument("--format", choices=SAMPLE_FORMATS)
     submit.add_argument("--overwrite", action="store_true")
     submit.add_argument("--midi", metavar="KINDS", help="also MIDI for e.g. drums,bass,vocals")
@@ -270,57 +277,87 @@ def _load(args: argparse.Namespace):
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    from daw_bridge.audio.io import check_span
-    from daw_bridge.files import check_output_folder
-    from daw_bridge.separation.pipeline import split_file
+    """Split a file; its stems, manifest, MIDI and processed stems appear all at once or not
+    at all (the server's delivery), so a failure never leaves a mixed or partial set."""
+    from daw_bridge.audio.io import check_span, open_span
+    from daw_bridge.delivery import Delivery, sweep
+    from daw_bridge.files import check_output_folder, ensure_writable
+    from daw_bridge.separation.keep import REST_STEM, check_keep, keep_stems
+    from daw_bridge.separation.pipeline import MANIFEST_NAME, output_folder, split_file, stem_names
 
     check_span(args.input, args.start, args.duration)  # before any download or model load
     check_output_folder(args.out)
-    if args.midi:
-        from daw_bridge.midi.convert import check_kinds
+    kinds = parse_kinds(args.midi)
+    if kinds:
+        from daw_bridge.midi.convert import check_kinds, midi_for_stems
 
-        check_kinds(parse_kinds(args.midi))
+        check_kinds(kinds)
     preset = None
     if args.preset:
-        from daw_bridge.presets.apply import check_tail
+        from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
         from daw_bridge.presets.library import load as load_preset
 
         preset = load_preset(args.preset)
         check_tail(args.tail)
     separator = _load(args)
+    keep = parse_kinds(args.keep)
+    check_keep(keep, separator.sources, args.two_stems)  # before any inference
+    names = stem_names(separator, args.two_stems)
+    if keep and set(names) - set(keep):
+        names = [*keep, REST_STEM]
+    span = open_span(args.input, args.start, args.duration)
+    folder = output_folder(args.out, separator.name, span)
+    for name in [*(f"{n}.wav" for n in names), MANIFEST_NAME, *(f"{k}.mid" for k in kinds)]:
+        ensure_writable(folder / name, args.overwrite)  # refused before minutes of inference
+    sweep(folder, _split_run_ended)
     bar, update = _progress_bar(args.quiet, f"Splitting with {separator.name}")
-    with bar:
+    with bar, Delivery(folder, f"cli-{os.getpid()}") as delivery:
         result = split_file(
             args.input,
             separator,
             args.out,
             start=args.start,
             duration=args.duration,
+            into=delivery.staging,
             two_stems=args.two_stems,
             sample_format=args.format,
             sum_to_input=not args.no_residual,
-            overwrite=args.overwrite,
             progress=update,
         )
-    print(f"Stems ({result.frames} frames at {result.samplerate} Hz) in {result.folder}:")
-    for name, path in result.stems.items():
-        print(f"  {name:10s} {path}")
-    print(f"  manifest   {result.manifest}")
-    if args.midi:
-        from daw_bridge.midi.convert import midi_for_stems
-
-        kinds = parse_kinds(args.midi)
-        for kind, path in midi_for_stems(result.stems, kinds, args.overwrite).items():
-            print(f"  {kind + ' MIDI':10s} {path}")
+        midi = midi_for_stems(result.stems, kinds) if kinds else {}
+        stems = keep_stems(result.stems, keep, args.format)
+        processed = {}
+        if preset is not None:
+            processed = apply_preset(
+                preset, stems, processed_folder(delivery.staging, preset), tail=args.tail
+            )
+        delivery.publish(args.overwrite, replace_in=[preset.name] if preset else [])
+    print(f"Stems ({result.frames} frames at {result.samplerate} Hz) in {folder}:")
+    for name, path in stems.items():
+        print(f"  {name:10s} {delivery.final(path)}")
+    print(f"  manifest   {folder / MANIFEST_NAME}")
+    for kind, path in midi.items():
+        print(f"  {kind + ' MIDI':10s} {delivery.final(path)}")
     if preset is not None:
-        from daw_bridge.presets.apply import apply_preset, processed_folder
-
-        folder = processed_folder(result.folder, preset)
-        processed = apply_preset(preset, result.stems, folder, tail=args.tail)
-        print(f"Preset {preset.name} applied, in {folder}:")
+        print(f"Preset {preset.name} applied, in {folder / preset.name}:")
         for name, path in processed.items():
-            print(f"  {name:10s} {path}")
+            print(f"  {name:10s} {delivery.final(path)}")
     return 0
+
+
+def _split_run_ended(tag: str) -> bool:
+    """Whether a staging folder's tag is a ``daw-bridge split`` run that is no longer running
+    (its leftovers are undone). Unknown on Windows: there they wait for the same pid."""
+    pid = tag.removeprefix("cli-")
+    if not (tag.startswith("cli-") and pid.isdigit()) or os.name == "nt":
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
 
 
 def _warn_loudly(text: str) -> None:
@@ -471,6 +508,7 @@ def _run_client(args: argparse.Namespace) -> int:
             format=args.format,
             overwrite=args.overwrite or None,
             midi=parse_kinds(args.midi) or None,
+            keep=parse_kinds(args.keep) or None,
             preset=args.preset,
             tail=args.tail,
         )

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile
 
 from daw_bridge.audio.io import read_span
 from daw_bridge.cli import main
@@ -279,3 +280,75 @@ def test_bf16_backend_on_a_cpu_without_bf16_is_refused_with_the_fix(
     error = run_error(capsys, [*argv, "--backend", "openvino-bf16"])
     assert "no bfloat16 arithmetic" in error and "Use the openvino backend" in error
     assert not (tmp_path / "o").exists()
+
+
+def test_split_keeping_two_stems_gives_them_and_rest(tmp_path, song, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    args = ["split", str(song), "--keep", "drums, bass", "--model", str(tiny_checkpoint)]
+    assert main([*args, "--out", str(out), "-q"]) == 0
+    folder = out / tiny_checkpoint.stem / "My Song"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["bass.wav", "drums.wav", "manifest.json", "rest.wav"]
+    stems = [soundfile.read(folder / n, dtype="float32")[0] for n in names if n.endswith(".wav")]
+    mix = soundfile.read(song, dtype="float32")[0]
+    np.testing.assert_allclose(sum(stems), mix, atol=1e-5)
+    assert str(folder / "rest.wav") in capsys.readouterr().out
+
+
+def test_split_keeping_a_stem_the_model_lacks_fails_before_inference(
+    tmp_path, song, tiny_checkpoint, monkeypatch, capsys
+):
+    from daw_bridge.separation import pipeline
+
+    monkeypatch.setattr(pipeline, "split_file", lambda *a, **k: pytest.fail("separated"))
+    args = ["split", str(song), "--keep", "kazoo", "--model", str(tiny_checkpoint)]
+    assert main([*args, "--out", str(tmp_path / "out"), "-q"]) != 0
+    assert "'kazoo' is not a stem" in capsys.readouterr().err
+
+
+def files_in(folder):
+    """Every file and folder under ``folder``, hidden ones included, with its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else "folder"
+        for p in folder.rglob("*")
+    }
+
+
+def test_a_split_that_fails_midway_leaves_the_earlier_stems_as_they_were(
+    tmp_path, song, tiny_checkpoint, monkeypatch, capsys
+):
+    """Before: stems were written one by one into place, so an --overwrite split that failed
+    after two stems left a mix of new and old stems beside an old manifest."""
+    from daw_bridge.separation import keep
+
+    argv = ["split", str(song), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "out")]
+    assert main([*argv, "-q"]) == 0
+    folder = tmp_path / "out" / tiny_checkpoint.stem / "My Song"
+    before = files_in(folder)
+
+    def fail(*_args, **_kwargs):
+        raise OSError(28, "No space left on device", str(folder / "rest.wav"))
+
+    monkeypatch.setattr(keep, "_write_sum", fail)  # after every new stem was written
+    assert main([*argv, "--overwrite", "--format", "int16", "--keep", "vocals", "-q"]) != 0
+    assert "full" in capsys.readouterr().err
+    assert files_in(folder) == before  # no hidden staging folder either
+
+
+def test_what_a_killed_split_left_is_undone_by_the_next_split_there(
+    tmp_path, song, tiny_checkpoint
+):
+    folder = tmp_path / "out" / tiny_checkpoint.stem / "My Song"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    staging = folder / f".daw-bridge-cli-{int(dead.stdout)}.partial"
+    staging.mkdir(parents=True)
+    (staging / "vocals.wav").write_bytes(b"half a stem")
+    (folder / "mine.txt").write_text("the user's")
+    argv = ["split", str(song), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "out")]
+    assert main([*argv, "-q"]) == 0
+    assert not staging.exists()
+    assert (folder / "mine.txt").read_text() == "the user's"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "bass.wav", "drums.wav", "manifest.json", "mine.txt", "other.wav", "vocals.wav"
+    ]  # fmt: skip

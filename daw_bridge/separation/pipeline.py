@@ -137,9 +137,11 @@ def split_file(
     *,
     start: float = 0.0,
     duration: float | None = None,
+    into: Path | None = None,
     **options,
 ) -> SplitResult:
-    """Split ``[start, start + duration)`` of ``source`` into ``out_dir/<model>/<track>``.
+    """Split ``[start, start + duration)`` of ``source`` into ``out_dir/<model>/<track>``
+    (or straight into the folder ``into``, e.g. a delivery's staging folder).
 
     ``options`` are those of :func:`split_span`. Separators that can stream
     (Demucs models) read the file and write the stems block by block, so memory
@@ -147,10 +149,10 @@ def split_file(
     """
     if can_stream(separator):
         info = open_span(source, start, duration)
-        folder = output_folder(Path(out_dir), separator.name, info)
+        folder = into or output_folder(Path(out_dir), separator.name, info)
         return stream_split(info, separator, folder, **options)
     span = read_span(source, start, duration)
-    folder = output_folder(Path(out_dir), separator.name, span)
+    folder = into or output_folder(Path(out_dir), separator.name, span)
     return split_span(span, separator, folder, **options)
 
 

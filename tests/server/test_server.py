@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -521,3 +522,34 @@ def test_a_preset_is_not_re_applied_into_a_folder_that_became_read_only(client, 
         client.apply(done["job"], "karaoke")
     assert str(tmp_path / "stems") in refused.value.problem
     assert client.wait(client.apply(done["job"], "karaoke"))["state"] == "done"
+
+
+def test_a_job_keeping_one_stem_gets_it_and_rest_and_the_cache_keeps_all(client, song, tmp_path):
+    kept = client.wait(client.submit(song, tmp_path / "kept", keep=["vocals"]))
+    assert kept["state"] == "done", kept
+    assert set(kept["result"]["stems"]) == {"vocals", "rest"}
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+        "manifest.json",
+        "rest.wav",
+        "vocals.wav",
+    ]
+    stems = [soundfile.read(path, dtype="float32")[0] for path in kept["result"]["stems"].values()]
+    np.testing.assert_allclose(sum(stems), soundfile.read(song, dtype="float32")[0], atol=1e-5)
+    every = client.wait(client.submit(song, tmp_path / "every"))  # the same clip, all stems
+    assert every["result"]["cached"] and set(every["result"]["stems"]) == {
+        "drums",
+        "bass",
+        "other",
+        "vocals",
+    }
+    np.testing.assert_array_equal(
+        soundfile.read(tmp_path / "every" / "vocals.wav")[0],
+        soundfile.read(tmp_path / "kept" / "vocals.wav")[0],
+    )
+
+
+def test_a_job_keeping_a_stem_the_model_lacks_fails_with_the_models_stems(client, song, tmp_path):
+    final = client.wait(client.submit(song, tmp_path / "k", keep=["kazoo"]))
+    assert final["state"] == "failed"
+    assert "'kazoo' is not a stem" in final["error"]["problem"]
+    assert not (tmp_path / "k").exists()
