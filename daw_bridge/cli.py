@@ -414,7 +414,11 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_models(_args: argparse.Namespace) -> int:
     from daw_bridge.models.catalog import MODELS
+    from daw_bridge.models.msst.catalog import MSST_MODELS
     from daw_bridge.models.weights import cache_dir, resolve_weights
+
+    width = max(map(len, [*MODELS, *MSST_MODELS])) + 2
+    pad = " " * width
 
     for spec in MODELS.values():
         try:
@@ -422,8 +426,17 @@ def _run_models(_args: argparse.Namespace) -> int:
             where = ", ".join(str(path) for path in paths)
         except ModelUnavailableError:
             where = "not downloaded yet (fetched on first use)"
-        print(f"{spec.name:12s} {spec.description}\n{'':12s} weights: {where}")
-    print(f"{'dsp':12s} classical separator, no weights (low quality)")
+        print(f"{spec.name:{width}s}{spec.description}\n{pad}weights: {where}")
+    for entry in MSST_MODELS.values():
+        scores = "; ".join(f"{s.stem} {s.sdr:.2f} dB ({s.ruler})" for s in entry.scores)
+        local = cache_dir() / entry.checkpoint.filename
+        where = str(local) if local.is_file() else "not downloaded yet (fetched on first use)"
+        print(f"{entry.name:{width}s}{entry.description}")
+        print(f"{pad}by {entry.author}; licence: {entry.licence}")
+        if scores:
+            print(f"{pad}published: {scores}")
+        print(f"{pad}weights: {where}")
+    print(f"{'dsp':{width}s}classical separator, no weights (low quality)")
     print(f"Download folder: {cache_dir()}")
     return 0
 

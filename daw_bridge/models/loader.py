@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 DSP_MODEL = "dsp"
 DEFAULT_MODEL = "htdemucs"
-_CHECKPOINT_SUFFIXES = (".th", ".safetensors")
+_CHECKPOINT_SUFFIXES = (".th", ".safetensors", ".ckpt")
 SUPPORTED_FORMATS = (
     "a Demucs checkpoint saved the official way (.th, as Meta released them and as demucs's "
     "serialize_model writes them) or demucs 4.1's .safetensors files from the Hugging Face hub"
@@ -45,7 +45,9 @@ _CHECKSUM_NAME = re.compile(r"^[0-9a-f]+-([0-9a-f]{8})\.th$")
 
 def model_names() -> list[str]:
     """Every name ``--model`` accepts besides a checkpoint path."""
-    return [*MODELS, DSP_MODEL]
+    from daw_bridge.models.msst.catalog import MSST_MODELS
+
+    return [*MODELS, *MSST_MODELS, DSP_MODEL]
 
 
 def is_checkpoint_path(model: str) -> bool:
@@ -72,9 +74,12 @@ def load_separator(
 
         return DspSeparator()
 
+    from daw_bridge.models.msst.catalog import MSST_MODELS
     from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator, pick_device
 
     torch_device = pick_device(device)  # a wrong device fails before any download
+    if model in MSST_MODELS or model.endswith(".ckpt"):
+        return _load_msst(model, model_dir, download, torch_device, batch_size)
     if is_checkpoint_path(model):
         paths, weights, bag_segment, name = [Path(model).expanduser()], None, None, Path(model).stem
         if not paths[0].is_file():
@@ -104,6 +109,33 @@ def load_separator(
     )
     log.info("loaded %s on %s", name, engine.device)
     return DemucsSeparator(name, engine)
+
+
+def _load_msst(
+    model: str, model_dir: Path | str | None, download: bool, device: Any, batch_size: int | None
+) -> Separator:
+    """An MSST model by catalogue name, or a ``.ckpt`` with its YAML config beside it."""
+    from daw_bridge.models.msst.catalog import get_msst_model
+    from daw_bridge.models.msst.separator import config_beside, load_msst
+    from daw_bridge.models.weights import fetch
+
+    options = {"device": device, "batch_size": batch_size}
+    if model.endswith(".ckpt"):
+        checkpoint = Path(model).expanduser()
+        if not checkpoint.is_file():
+            raise ModelUnavailableError(
+                f"Checkpoint file not found: {checkpoint}",
+                f"Check the path, or use one of the model names: {', '.join(model_names())}.",
+            )
+        return load_msst(checkpoint, config_beside(checkpoint), **options)
+    entry = get_msst_model(model)
+    label = f"model {entry.name!r}"
+    checkpoint = fetch(entry.checkpoint, label, model_dir=model_dir, download=download)
+    config = entry.shipped_config() or fetch(
+        entry.config_download(), label, model_dir=model_dir, download=download
+    )
+    log.info("%s by %s; licence: %s", entry.name, entry.author, entry.licence)
+    return load_msst(checkpoint, config, entry.model_type, name=entry.name, **options)
 
 
 def load_checkpoint(path: Path, *, verified: bool = False):  # -> torch.nn.Module

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -169,7 +169,13 @@ def _resolve_file(
     for number, source in enumerate(downloads, start=1):
         target = cache_dir() / source.filename
         try:
-            _download(spec, source, target, hand_dir, file, progress)
+            _download(
+                spec.name,
+                source,
+                target,
+                progress,
+                lambda exc, target=target: _cache_error(spec, file, target, hand_dir, exc),
+            )
             return target
         except _DownloadFailed as failure:
             failures.append(f"from {source.url}: {failure}")
@@ -236,13 +242,14 @@ class _DownloadFailed(Exception):
 
 
 def _download(
-    spec: ModelSpec,
+    label: str,
     source: Download,
     target: Path,
-    hand_dir: Path,
-    file: ModelFile,
     progress: bool,
+    cache_error: Callable[[OSError], ModelUnavailableError],
 ) -> None:
+    """Stream ``source`` into ``target``, renamed into place only once its size and
+    SHA-256 (where known) check out; ``cache_error`` words a failure to save it."""
     request = urllib.request.Request(
         source.url, headers={"User-Agent": f"daw-bridge/{__version__}"}
     )
@@ -263,7 +270,7 @@ def _download(
                 prefix=f".{source.filename}.", suffix=".part", dir=target.parent
             )
         except OSError as exc:
-            raise _cache_error(spec, file, target, hand_dir, exc) from exc
+            raise cache_error(exc) from exc
         sha = hashlib.sha256()
         received = 0
         try:
@@ -274,7 +281,7 @@ def _download(
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
-                    desc=f"Downloading {spec.name} ({source.filename})",
+                    desc=f"Downloading {label} ({source.filename})",
                     file=sys.stderr,
                     disable=not progress,
                 ) as bar,
@@ -298,7 +305,7 @@ def _download(
                 )
             os.replace(tmp_name, target)
         except OSError as exc:  # network errors were already turned into ours by _stream
-            raise _cache_error(spec, file, target, hand_dir, exc) from exc
+            raise cache_error(exc) from exc
         finally:
             with suppress(FileNotFoundError):  # gone already once renamed into place
                 os.unlink(tmp_name)
@@ -339,4 +346,88 @@ def _cache_error(
         f"Could not save the weights of model {spec.name!r} as {target}: {exc}.",
         f"Free some disk space or make {target.parent} writable (or set ${CACHE_DIR_ENV} "
         f"to another folder), then run again; or {_by_hand(spec, file, hand_dir)}",
+    )
+
+
+def fetch(
+    source: Download,
+    label: str,
+    *,
+    model_dir: Path | str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> Path:
+    """A verified local copy of one published file (an MSST checkpoint or config).
+
+    Looked for in ``model_dir`` (else ``$DAW_BRIDGE_MODEL_DIR``) and in our cache,
+    else downloaded into the cache. A file whose author published no SHA-256 is
+    recorded when first seen (``<file>.sha256`` beside it) and checked against that
+    record from then on, so a damaged or swapped copy is still noticed.
+    """
+    user_dir = Path(model_dir).expanduser() if model_dir is not None else _env_path(MODEL_DIR_ENV)
+    hand_dir = user_dir or cache_dir()
+    by_hand = (
+        f"download {source.url} by hand (in a browser, or on another computer) and save it as "
+        f"{hand_dir / source.filename}; any folder works if you pass it with --model-dir or "
+        f"set ${MODEL_DIR_ENV}. {_DSP_HINT}"
+    )
+    for folder in [user_dir, cache_dir()]:
+        path = folder / source.filename if folder is not None else None
+        if path is not None and path.is_file():
+            _check_copy(source, label, path, by_hand)
+            return path
+    if not download:
+        raise ModelUnavailableError(
+            f"The file {source.filename} of {label} is not on this computer, and downloading "
+            "is turned off.",
+            f"Allow downloading, or {by_hand}",
+        )
+    target = cache_dir() / source.filename
+
+    def cache_error(exc: OSError) -> ModelUnavailableError:
+        return ModelUnavailableError(
+            f"Could not save {source.filename} of {label} as {target}: {exc}.",
+            f"Free some disk space or make {target.parent} writable (or set ${CACHE_DIR_ENV} "
+            f"to another folder), then run again; or {by_hand}",
+        )
+
+    try:
+        _download(label, source, target, progress, cache_error)
+    except _DownloadFailed as failure:
+        raise ModelUnavailableError(
+            f"Could not download {source.filename} of {label} from {source.url}: {failure}.",
+            f"Nothing was saved. Check your internet connection and run again, or {by_hand}",
+        ) from None
+    if not source.sha256:  # checked while downloading where one is published
+        _check_copy(source, label, target, by_hand)
+    return target
+
+
+def _check_copy(source: Download, label: str, path: Path, by_hand: str) -> None:
+    """Size and SHA-256 against the published ones, or against the first copy's record."""
+    if source.size is not None and path.stat().st_size != source.size:
+        problem = f"it is {path.stat().st_size:,} bytes but should be {source.size:,} bytes"
+    else:
+        digest = file_sha256(path)
+        record = path.with_name(path.name + ".sha256")
+        expected = source.sha256
+        if not expected and record.is_file():
+            expected = record.read_text(encoding="utf-8").strip()
+        if not expected:  # the first copy: its hash is the record from now on
+            log.warning(
+                "%s: no SHA-256 is published for %s; recorded %s in %s.",
+                label,
+                source.filename,
+                digest,
+                record,
+            )
+            with suppress(OSError):
+                record.write_text(digest + "\n", encoding="utf-8")
+            return
+        if digest.startswith(expected):
+            return
+        problem = _wrong_hash(digest, Download(source.filename, source.url, None, expected))
+    raise ModelUnavailableError(
+        f"The file {path} of {label} is damaged or incomplete: {problem}.",
+        f"Delete {path} and run again to download a fresh copy, or {by_hand}",
     )

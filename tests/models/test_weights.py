@@ -7,6 +7,7 @@ demucs) is exercised without internet. All caches point into ``tmp_path``.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 from collections.abc import Iterator
@@ -18,9 +19,16 @@ import pytest
 import yaml
 
 from daw_bridge.errors import ModelUnavailableError
-from daw_bridge.models.catalog import MODELS, OFFICIAL_BASE_URL, ModelFile, ModelSpec, get_spec
+from daw_bridge.models.catalog import (
+    MODELS,
+    OFFICIAL_BASE_URL,
+    Download,
+    ModelFile,
+    ModelSpec,
+    get_spec,
+)
 from daw_bridge.models.loader import load_checkpoint
-from daw_bridge.models.weights import resolve_weights
+from daw_bridge.models.weights import fetch, resolve_weights
 from tests.conftest import (
     free_port,
     save_checkpoint,
@@ -644,3 +652,61 @@ def test_the_default_model_comes_from_the_hub_first() -> None:
     assert hub.sha256 == "d9fa14133cfcc034a6758923bb3a8ca9f8dfd0b582134643bbf83f72c17576dd"
     assert hub.size == 84_025_440
     assert legacy.url == OFFICIAL_BASE_URL + "955717e8-8726e21a.th"
+
+
+# ----------------------------------------------------- single published files (MSST models)
+
+
+def _published(tmp_path: Path, body: bytes, sha256: str | None) -> tuple[Server, Download]:
+    """``body`` served as model.ckpt on 127.0.0.1; its Download with or without a SHA-256."""
+    folder = tmp_path / "published"
+    folder.mkdir()
+    (folder / "model.ckpt").write_bytes(body)
+    server = Server(_serving(folder))
+    digest = hashlib.sha256(body).hexdigest() if sha256 is None else sha256
+    return server, Download("model.ckpt", server.url + "model.ckpt", len(body), digest)
+
+
+def test_fetch_downloads_a_published_file_once_and_checks_its_sha256(tmp_path, cache):
+    server, source = _published(tmp_path, b"weights" * 1000, None)
+    try:
+        path = fetch(source, "model 'x'", progress=False)
+        assert path == cache / "model.ckpt" and path.read_bytes() == b"weights" * 1000
+        assert fetch(source, "model 'x'", progress=False) == path
+        assert server.requests == ["/model.ckpt"]  # the second time from the cache
+    finally:
+        server.stop()
+
+
+def test_fetch_refuses_a_download_whose_sha256_differs_and_keeps_nothing(tmp_path, cache):
+    server, source = _published(tmp_path, b"not the weights", "0" * 64)
+    try:
+        with pytest.raises(ModelUnavailableError) as error:
+            fetch(source, "model 'x'", progress=False)
+    finally:
+        server.stop()
+    assert "model.ckpt" in error.value.problem and "SHA-256" in error.value.problem
+    assert _all_files(cache) == []
+
+
+def test_without_a_published_sha256_the_first_copy_is_recorded_and_a_swap_refused(tmp_path, cache):
+    server, source = _published(tmp_path, b"first copy", "")
+    source = Download(source.filename, source.url, None, "")
+    try:
+        path = fetch(source, "model 'x'", progress=False)
+    finally:
+        server.stop()
+    record = path.with_name("model.ckpt.sha256")
+    assert record.read_text().strip() == hashlib.sha256(b"first copy").hexdigest()
+    path.write_bytes(b"another file")  # damaged, or swapped behind our back
+    with pytest.raises(ModelUnavailableError, match="damaged or incomplete"):
+        fetch(source, "model 'x'", progress=False)
+
+
+def test_fetch_offline_says_where_to_put_the_file_by_hand(tmp_path, cache, unreachable):
+    source = Download("model.ckpt", unreachable + "model.ckpt", None, "")
+    with pytest.raises(ModelUnavailableError) as error:
+        fetch(source, "model 'x'", progress=False)
+    assert unreachable + "model.ckpt" in error.value.problem
+    assert str(cache / "model.ckpt") in str(error.value.fix)
+    assert "--model-dir" in str(error.value.fix)

@@ -1,0 +1,248 @@
+"""An MSST checkpoint and its YAML config as a :class:`~daw_bridge.separation.base.Separator`.
+
+The audio goes through what MSST's inference does around ``demix``: the mix
+takes the model's channel count, is normalised by its mean and standard
+deviation where the config says ``inference.normalize``, is separated chunk by
+chunk (:mod:`daw_bridge.models.msst.demix`) and is scaled back. A model that
+predicts one target (``training.target_instrument``, e.g. vocals) also returns
+its complement, the mix minus the target, as MSST's ``--extract_instrumental``
+does, so the stems always sum to the input.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from daw_bridge.errors import ModelUnavailableError
+from daw_bridge.models.msst.config import load_config
+from daw_bridge.models.msst.demix import Chunking, demix
+from daw_bridge.separation.base import CancelCheck, ProgressCallback
+
+#: MSST ``model_type`` -> (module, class) of our implementation.
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "bs_roformer": ("daw_bridge.models.msst.bs_roformer", "BSRoformer"),
+    "mel_band_roformer": ("daw_bridge.models.msst.mel_band_roformer", "MelBandRoformer"),
+    "scnet": ("daw_bridge.models.msst.scnet", "SCNet"),
+    "mdx23c": ("daw_bridge.models.msst.mdx23c", "MDX23C"),
+}
+#: Keys under which MSST's loader finds the weights in a checkpoint that is not a bare
+#: state dict (demucs-style, Lightning-style, full training checkpoints).
+_WRAPPERS = ("state", "state_dict", "model_state_dict")
+
+
+def model_type_of(config: dict[str, Any]) -> str:
+    """MSST's ``model_type`` for a config: its ``training.model_type``, else what the
+    ``model`` section's keys say (MSST's own scripts take it as a command-line flag)."""
+    named = (config.get("training") or {}).get("model_type")
+    if named:
+        return str(named)
+    keys = set(config.get("model") or {})
+    if "freqs_per_bands" in keys:
+        return "bs_roformer"
+    if "num_bands" in keys:
+        return "mel_band_roformer"
+    if {"band_SR", "dims"} <= keys:
+        return "scnet"
+    if {"num_subbands", "num_scales"} <= keys:
+        return "mdx23c"
+    raise ModelUnavailableError(
+        "Cannot tell which MSST architecture this config is for.",
+        f"daw-bridge runs these MSST model types: {', '.join(ARCHITECTURES)}; add "
+        "'model_type: <type>' under 'training:' in the config.",
+    )
+
+
+def build_model(model_type: str, config: dict[str, Any]) -> torch.nn.Module:
+    """Our module for MSST's ``model_type``, built from the config as MSST builds it."""
+    if model_type not in ARCHITECTURES:
+        raise ModelUnavailableError(
+            f"MSST model type {model_type!r} is not supported.",
+            f"Supported: {', '.join(ARCHITECTURES)}.",
+        )
+    module, name = ARCHITECTURES[model_type]
+    architecture = getattr(importlib.import_module(module), name)
+    if model_type == "mdx23c":  # MSST passes MDX23C the whole config
+        return architecture(config)
+    return architecture(**config["model"])
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The weights in an MSST ``.ckpt``: tensors only, no pickled code runs."""
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle naming anything but tensors and containers
+        raise ModelUnavailableError(
+            f"{path} is not an MSST checkpoint that can be read safely ({_why(error)}).",
+            "Use the .ckpt file the model's author published (a PyTorch state dict).",
+        ) from None
+    for key in _WRAPPERS:
+        if isinstance(document, dict) and isinstance(document.get(key), dict):
+            document = document[key]
+    if not isinstance(document, dict) or not all(
+        isinstance(value, torch.Tensor) for value in document.values()
+    ):
+        raise ModelUnavailableError(
+            f"{path} holds no state dict of tensors.",
+            "Use the .ckpt file the model's author published.",
+        )
+    return {key.removeprefix("module."): value for key, value in document.items()}
+
+
+def _why(error: Exception) -> str:
+    """The line of torch's long weights-only message that says what was refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for marker in ("GLOBAL", "Unsupported", "WeightsUnpickler error"):
+        for index, line in enumerate(lines):
+            if marker in line:
+                if line.endswith(":") and index + 1 < len(lines):
+                    line = lines[index + 1]
+                return line[:300]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load ``path`` into ``model`` strictly: every key and shape must match."""
+    state = read_state_dict(path)
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [
+        key
+        for key, value in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(value.shape)
+    ]
+    if missing or unexpected or mismatched:
+        raise ModelUnavailableError(
+            f"{path} does not fit its config: {_summary(missing, 'missing')}"
+            f"{_summary(unexpected, 'unexpected')}{_summary(mismatched, 'of another shape')}",
+            "Use the YAML config published with this checkpoint, saved beside it with the "
+            "same name and .yaml.",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _summary(keys: list[str], what: str) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+    return f"{len(keys)} weights {what} ({shown}); "
+
+
+class MsstSeparator:
+    """An MSST model ready to separate, at its config's sample rate."""
+
+    def __init__(
+        self,
+        name: str,
+        model_type: str,
+        config: dict[str, Any],
+        model: torch.nn.Module,
+        *,
+        device: torch.device | str = "cpu",
+        batch_size: int | None = None,
+    ) -> None:
+        self.name, self.config = name, config
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        audio, inference, training = config["audio"], config["inference"], config["training"]
+        self.samplerate = int(audio.get("sample_rate", 44100))
+        self.channels = int(audio.get("num_channels", 2))
+        chunk = inference.get("chunk_size", audio["chunk_size"])
+        self.chunking = Chunking(
+            int(chunk), int(inference["num_overlap"]), int(batch_size or inference["batch_size"])
+        )
+        self.normalize = bool(inference.get("normalize", False))
+        self.autocast = bool(training.get("use_amp", True)) and self.device.type == "cuda"
+        instruments = list(training["instruments"])
+        self.target = training.get("target_instrument") or None
+        self.configured = len(instruments)
+        if self.target is None:
+            self.sources = tuple(instruments)
+        else:
+            others = [name for name in instruments if name != self.target]
+            self.sources = (self.target, others[0] if len(others) == 1 else "instrumental")
+            self.target_index = instruments.index(self.target)
+        self.model_type = model_type
+
+    def separate(
+        self,
+        mix: np.ndarray,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> np.ndarray:
+        """``(stems, channels, samples)`` with the input's channel count."""
+        mix = np.asarray(mix, dtype=np.float32)
+        prepared = _with_channels(mix, self.channels)
+        audio, mean, std = prepared, 0.0, 1.0
+        if self.normalize:
+            mean, std = _mean_and_std(prepared)
+            audio = (prepared - mean) / std
+        stems = demix(
+            self.model,
+            audio,
+            self.chunking,
+            1 if self.target else len(self.sources),
+            device=self.device,
+            target_index=self.target_index if self.target else None,
+            configured_stems=self.configured,
+            autocast=self.autocast,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
+        if self.normalize:
+            stems = stems * std + mean
+        if self.target:  # the complement, from the mix the model was given
+            stems = np.concatenate([stems, (prepared - stems[0])[np.newaxis]])
+        if stems.shape[1] != mix.shape[0]:  # a mono mix through a stereo model
+            stems = stems.mean(axis=1, keepdims=True)
+        return stems.astype(np.float32, copy=False)
+
+
+def _with_channels(mix: np.ndarray, channels: int) -> np.ndarray:
+    """The mix with the model's channel count, as MSST prepares it."""
+    if mix.shape[0] == 1 and channels == 2:
+        return np.repeat(mix, 2, axis=0)
+    if channels == 1 and mix.shape[0] > 1:
+        return np.mean(mix, axis=0, keepdims=True, dtype=np.float32)
+    return mix
+
+
+def _mean_and_std(mix: np.ndarray) -> tuple[float, float]:
+    """MSST's normalisation statistics: of the mono mix; a silent mix keeps std 1."""
+    mono = mix.mean(0)
+    mean, std = mono.mean(), mono.std()
+    if not np.isfinite(std) or std <= np.finfo(np.float32).eps:
+        std = 1.0
+    return mean, std
+
+
+def load_msst(
+    checkpoint: Path,
+    config_path: Path,
+    model_type: str | None = None,
+    name: str | None = None,
+    **options: Any,
+) -> MsstSeparator:
+    """An MSST checkpoint with its published YAML config."""
+    config = load_config(config_path)
+    model_type = model_type or model_type_of(config)
+    model = build_model(model_type, config)
+    load_weights(model, checkpoint)
+    return MsstSeparator(name or Path(checkpoint).stem, model_type, config, model, **options)
+
+
+def config_beside(checkpoint: Path) -> Path:
+    """The YAML config published with a ``.ckpt``: same name, ``.yaml`` (or ``.yml``)."""
+    for suffix in (".yaml", ".yml"):
+        candidate = checkpoint.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    raise ModelUnavailableError(
+        f"No config beside the MSST checkpoint {checkpoint}.",
+        f"Save the YAML config published with it as {checkpoint.with_suffix('.yaml')}.",
+    )

@@ -1,0 +1,137 @@
+"""Our chunked inference gives what MSST's ``demix`` gives, edge cases included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from daw_bridge.errors import CancelledError
+from daw_bridge.models.msst.demix import Chunking, demix, fade_window
+from tests.models.msst.conftest import reference_config
+
+reference = pytest.importorskip(
+    "msst.utils.model_utils",
+    reason="the MSST reference: pip install --no-deps msst==0.1.0 (see README, Tests)",
+)
+
+
+class PositionSensitive(torch.nn.Module):
+    """Output depends on every input sample and its place in the chunk, so any
+    difference in chunking, padding or weighting shows; ``stems`` outputs, or a
+    squeezed single stem as one-stem MSST models return."""
+
+    def __init__(self, stems: int, squeeze: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv1d(2, 2 * stems, kernel_size=9, padding=4)
+        self.stems, self.squeeze = stems, squeeze
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0.5, 1.5, mix.shape[-1])
+        out = torch.tanh(self.conv(mix)) * ramp + mix.repeat(1, self.stems, 1) * 0.1
+        out = out.reshape(mix.shape[0], self.stems, 2, mix.shape[-1])
+        return out[:, 0] if self.squeeze and self.stems == 1 else out
+
+
+def msst_config(chunk: int, overlap: int, batch: int, instruments: list[str], target=None):
+    training = {"instruments": instruments, "use_amp": True}
+    if target:
+        training["target_instrument"] = target
+    return reference_config(
+        {
+            "audio": {"chunk_size": chunk, "num_channels": 2},
+            "inference": {"num_overlap": overlap, "batch_size": batch},
+            "training": training,
+        }
+    )
+
+
+def ours_and_theirs(model, mix, chunk, overlap, batch, instruments, target=None):
+    config = msst_config(chunk, overlap, batch, instruments, target)
+    theirs = reference.demix(config, model, mix, "cpu", "mdx23c")
+    theirs = np.stack([theirs[name] for name in ([target] if target else instruments)])
+    index = instruments.index(target) if target else None
+    stems = 1 if target else len(instruments)
+    ours = demix(
+        model,
+        mix,
+        Chunking(chunk, overlap, batch),
+        stems,
+        target_index=index,
+        configured_stems=len(instruments),
+    )
+    return ours, theirs
+
+
+@pytest.mark.parametrize(
+    ("frames", "chunk", "overlap", "batch"),
+    [
+        (10_000, 1000, 4, 1),  # padded, many chunks, one per batch
+        (10_000, 1000, 4, 3),  # batches: fades decided per batch, as MSST does
+        (10_000, 1000, 2, 4),
+        (7_777, 1000, 4, 2),  # a short last chunk, reflect-padded (over half a chunk)
+        (7_300, 1000, 4, 8),  # a short last chunk, zero-padded (under half)
+        (1_200, 1000, 4, 2),  # too short to pad: not reflect-padded at all
+        (600, 1000, 4, 1),  # shorter than one chunk
+        (4_000, 1000, 1, 2),  # no overlap: border 0
+    ],
+)
+def test_stems_equal_msst_demix_for_every_chunking(frames, chunk, overlap, batch):
+    mix = np.random.default_rng(frames).standard_normal((2, frames)).astype(np.float32)
+    ours, theirs = ours_and_theirs(
+        PositionSensitive(4), mix, chunk, overlap, batch, ["drums", "bass", "other", "vocals"]
+    )
+    assert ours.shape == theirs.shape == (4, 2, frames)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_mono_in_gives_mono_out_as_msst():
+    mix = np.random.default_rng(1).standard_normal((1, 5_000)).astype(np.float32)
+    ours, theirs = ours_and_theirs(PositionSensitive(2), mix, 1000, 4, 2, ["vocals", "other"])
+    assert ours.shape == (2, 1, 5_000)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_one_stem_model_that_squeezes_its_output_and_a_target_instrument():
+    mix = np.random.default_rng(2).standard_normal((2, 5_000)).astype(np.float32)
+    model = PositionSensitive(1, squeeze=True)
+    ours, theirs = ours_and_theirs(model, mix, 1000, 2, 4, ["vocals", "other"], "vocals")
+    assert ours.shape == (1, 2, 5_000)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_target_instrument_of_a_model_with_every_head_keeps_only_that_stem():
+    mix = np.random.default_rng(3).standard_normal((2, 4_000)).astype(np.float32)
+    model = PositionSensitive(2)
+    ours, theirs = ours_and_theirs(model, mix, 1000, 4, 1, ["vocals", "other"], "other")
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_window_fades_linearly_over_a_tenth_of_a_chunk():
+    window = fade_window(10, 3)
+    assert window.tolist() == [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_progress_rises_to_one_and_cancel_stops_between_batches():
+    mix = np.zeros((2, 10_000), dtype=np.float32)
+    seen: list[float] = []
+    demix(PositionSensitive(1), mix, Chunking(1000, 4, 2), 1, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 5
+    calls = []
+    with pytest.raises(CancelledError):
+        demix(
+            PositionSensitive(1),
+            mix,
+            Chunking(1000, 4, 2),
+            1,
+            should_cancel=lambda: calls.append(1) or len(calls) > 2,
+        )
+    assert len(calls) == 3
+
+
+def test_chunkings_msst_refuses_are_refused():
+    with pytest.raises(ValueError):
+        Chunking(100, 200, 1)  # more overlaps than samples: a zero step
+    with pytest.raises(ValueError):
+        Chunking(100, 4, 0)
