@@ -68,7 +68,15 @@ def load_separator(
     seed: int | None = None,
     backend: str | None = None,
 ) -> Separator:
-    """Load ``model``: a catalog name, ``dsp``, or a local Demucs checkpoint file."""
+    """Load ``model``: a catalog name, ``dsp``, a local checkpoint file (Demucs ``.th`` or
+    ``.safetensors``, MSST ``.ckpt``), or an ensemble ``stem=model,...``."""
+    from daw_bridge.separation.ensemble import EnsembleSeparator, is_ensemble
+
+    if is_ensemble(model):
+        options = dict(model_dir=model_dir, device=device, download=download, shifts=shifts)
+        options.update(overlap=overlap, batch_size=batch_size, half=half, segment=segment)
+        options.update(seed=seed, backend=backend)
+        return EnsembleSeparator(model, lambda name: load_separator(name, **options))
     if model == DSP_MODEL:
         from daw_bridge.separation.dsp import DspSeparator
 
