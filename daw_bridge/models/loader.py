@@ -176,7 +176,7 @@ def _load_pickled(path: Path):
     import torch
     from demucs.states import load_model
 
-    with torch.serialization.safe_globals(_release_file_globals()):
+    with torch.serialization.safe_globals(release_file_globals()):
         package = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(package, dict) or not {"klass", "kwargs", "state"} <= set(package):
         raise ValueError("it holds no 'klass', 'kwargs' and 'state' entries")
@@ -190,7 +190,7 @@ def _load_pickled(path: Path):
     return load_model(package)
 
 
-def _release_file_globals() -> list[Any]:
+def release_file_globals() -> list[Any]:
     """Everything an official release file names, and nothing that executes code."""
     import numpy as np
     from demucs.demucs import Demucs

@@ -221,7 +221,10 @@ def test_named_model_from_model_dir_as_a_weighted_bag(tmp_path, monkeypatch):
 
 
 def test_names_include_dsp_and_the_catalog():
-    assert model_names() == ["htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "dsp"]
+    from daw_bridge.models.msst.catalog import MSST_MODELS
+
+    demucs = ["htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi"]
+    assert model_names() == [*demucs, *MSST_MODELS, "dsp"]
 
 
 # --------------------------------------------------------------------------- honest errors

@@ -11,6 +11,8 @@ and the licence as its author states it. Rulers are never mixed:
   which the Demucs numbers in the README use).
 - ``Multisong, MSST table``: MSST's ``pretrained_models.md``, measured on MVSEP's
   Multisong dataset.
+- ``DrumSep test, MSST table``: the drum-kit models' rows of MSST's
+  ``pretrained_models.md``, measured on the DrumSep test set (per piece, no average).
 
 Facts were gathered from the authors' pages on 2026-11-27; "mirror" marks a
 SHA-256 and size read from a Hugging Face mirror's copy, not from the author.
@@ -29,6 +31,7 @@ _MSST = "https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/do
 _UVR = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
 MUSDB = "MUSDB18-HQ test, MSST SDR"
 MULTISONG = "Multisong, MSST table"
+DRUMSEP = "DrumSep test, MSST table"
 NO_LICENCE = "no licence stated by the author"
 MSST_WEIGHTS = "no licence stated for the weights (MSST's code is MIT)"
 
@@ -188,6 +191,23 @@ MSST_MODELS: dict[str, MsstModel] = {
             licence=MSST_WEIGHTS,
             scores=(Score(MUSDB, "average", 7.15), Score(MULTISONG, "average", 7.02)),
             description="MDX23C 4 stems (ZFTurbo, ep 168).",
+        ),
+        MsstModel(
+            name="drumsep",
+            model_type="htdemucs",  # MSST's Demucs family; the config says 'model: hdemucs'
+            # A Demucs package (demucs's serialize_model); size and SHA-256 not published.
+            checkpoint=_ckpt(_MSST + "v1.0.5/model_drumsep.th"),
+            config="config_drumsep.yaml",
+            stems=("kick", "snare", "cymbals", "toms"),
+            author="Iñaki Goyeneche (inagoy/drumsep)",
+            licence="no licence stated for the weights (the drumsep code is MIT)",
+            scores=(
+                Score(DRUMSEP, "kick", 10.52),
+                Score(DRUMSEP, "snare", 6.05),
+                Score(DRUMSEP, "toms", 4.68),
+                Score(DRUMSEP, "cymbals", 5.03),  # the table's "hh-cymbals"
+            ),
+            description="HDemucs drum kit into kick, snare, cymbals and toms (drumsep).",
         ),
     )
 }

@@ -17,6 +17,12 @@ padding), so it has its own overlap-add here:
   out; if a batch is the first chunk alone, it does not fade in. So the
   output depends on the batch size, exactly as in MSST: use the config's
   ``inference.batch_size`` to match it (the default here).
+
+MSST's "demucs" mode (its ``htdemucs`` model type, the Demucs-family networks)
+is simpler, and is ``Chunking(..., mode="demucs")`` here: the chunk is
+``training.samplerate * training.segment`` samples, the mix is not padded, a
+short last chunk is zero-padded, and the overlapping outputs are plainly
+averaged (no fades, so the batch size does not change the result).
 """
 
 from __future__ import annotations
@@ -31,18 +37,25 @@ import torch.nn.functional as F
 from daw_bridge.errors import CancelledError
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
 
+#: MSST's two ways of cutting and re-joining a mix.
+MODES = ("generic", "demucs")
+
 
 @dataclass(frozen=True)
 class Chunking:
-    """How a mix is cut: chunk length, overlap count and batch size, in MSST's terms."""
+    """How a mix is cut: chunk length, overlap count and batch size, in MSST's terms, and
+    MSST's mode: ``"generic"`` (padding and fades) or ``"demucs"`` (plain averaging)."""
 
     chunk_size: int
     num_overlap: int
     batch_size: int
+    mode: str = "generic"
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1 or self.batch_size < 1 or self.num_overlap < 1:
             raise ValueError(f"invalid chunking {self}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown chunking mode {self.mode!r}: one of {', '.join(MODES)}")
         if self.num_overlap > self.chunk_size:
             raise ValueError(f"num_overlap {self.num_overlap} exceeds chunk_size")
 
@@ -52,11 +65,13 @@ class Chunking:
 
     @property
     def border(self) -> int:
-        return self.chunk_size - self.step
+        """Reflect-padding on both sides of the mix (none in demucs mode)."""
+        return self.chunk_size - self.step if self.mode == "generic" else 0
 
     @property
     def fade(self) -> int:
-        return self.chunk_size // 10
+        """Length of the window's linear fades (none in demucs mode)."""
+        return self.chunk_size // 10 if self.mode == "generic" else 0
 
 
 def fade_window(size: int, fade: int) -> torch.Tensor:
@@ -112,11 +127,15 @@ def demix(
             if should_cancel is not None and should_cancel():
                 raise CancelledError()
             batch = starts[first : first + chunking.batch_size]
-            chunks = torch.stack([_chunk(audio, start, size).to(device) for start in batch])
+            chunks = torch.stack(
+                [_chunk(audio, start, size, chunking.mode).to(device) for start in batch]
+            )
             output = model(chunks) if heads is None else model(chunks, active_stem_ids=heads)
             output = _stems_first(output, num_stems, target_index)
             weights = window.clone()
-            if batch[-1] == 0:  # the first chunk alone: it does not fade in
+            if fade == 0:  # demucs mode: every chunk counts once
+                pass
+            elif batch[-1] == 0:  # the first chunk alone: it does not fade in
                 weights[:fade] = 1
             elif batch[-1] + step >= total:  # a batch holding the last chunk: no fade-out
                 weights[-fade:] = 1
@@ -135,13 +154,14 @@ def demix(
     return stems[:, :1] if mono else stems
 
 
-def _chunk(audio: torch.Tensor, start: int, size: int) -> torch.Tensor:
+def _chunk(audio: torch.Tensor, start: int, size: int, how: str) -> torch.Tensor:
     """``size`` samples from ``start``; a short last chunk padded as MSST pads it."""
     part = audio[:, start : start + size]
     missing = size - part.shape[-1]
     if missing == 0:
         return part
-    mode = "reflect" if part.shape[-1] > size // 2 else "constant"
+    reflect = how == "generic" and part.shape[-1] > size // 2
+    mode = "reflect" if reflect else "constant"
     return F.pad(part, (0, missing), mode=mode, value=0)
 
 

@@ -7,6 +7,12 @@ chunk (:mod:`daw_bridge.models.msst.demix`) and is scaled back. A model that
 predicts one target (``training.target_instrument``, e.g. vocals) also returns
 its complement, the mix minus the target, as MSST's ``--extract_instrumental``
 does, so the stems always sum to the input.
+
+MSST's ``htdemucs`` model type is the Demucs family: the config's top-level
+``model`` names the network (``hdemucs`` here) and a section of that name holds
+its arguments. It is built from demucs's own class with the arguments MSST's
+``get_model`` passes, and is run in MSST's "demucs" chunking mode (chunks of
+``training.samplerate * training.segment`` samples, plainly averaged).
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "mel_band_roformer": ("daw_bridge.models.msst.mel_band_roformer", "MelBandRoformer"),
     "scnet": ("daw_bridge.models.msst.scnet", "SCNet"),
     "mdx23c": ("daw_bridge.models.msst.mdx23c", "MDX23C"),
+    "htdemucs": ("demucs.hdemucs", "HDemucs"),  # demucs's class the config names: see below
+}
+#: For MSST's ``htdemucs`` type: the config's ``model`` -> demucs's class, where MSST uses
+#: demucs's own. (``model: htdemucs`` is MSST's modified copy of HTDemucs: not supported.)
+DEMUCS_NETWORKS: dict[str, tuple[str, str]] = {
+    "hdemucs": ("demucs.hdemucs", "HDemucs"),
 }
 #: Keys under which MSST's loader finds the weights in a checkpoint that is not a bare
 #: state dict (demucs-style, Lightning-style, full training checkpoints).
@@ -41,7 +53,12 @@ def model_type_of(config: dict[str, Any]) -> str:
     named = (config.get("training") or {}).get("model_type")
     if named:
         return str(named)
-    keys = set(config.get("model") or {})
+    network = config.get("model")
+    if isinstance(network, str):  # the Demucs family: 'model: hdemucs' and an 'hdemucs:' section
+        if isinstance(config.get(network), dict):
+            return "htdemucs"
+        network = None
+    keys = set(network or {})
     if "freqs_per_bands" in keys:
         return "bs_roformer"
     if "num_bands" in keys:
@@ -64,6 +81,8 @@ def build_model(model_type: str, config: dict[str, Any]) -> torch.nn.Module:
             f"MSST model type {model_type!r} is not supported.",
             f"Supported: {', '.join(ARCHITECTURES)}.",
         )
+    if model_type == "htdemucs":
+        return _demucs_network(config)
     module, name = ARCHITECTURES[model_type]
     architecture = getattr(importlib.import_module(module), name)
     if model_type == "mdx23c":  # MSST passes MDX23C the whole config
@@ -71,10 +90,56 @@ def build_model(model_type: str, config: dict[str, Any]) -> torch.nn.Module:
     return architecture(**config["model"])
 
 
+def _demucs_network(config: dict[str, Any]) -> torch.nn.Module:
+    """demucs's network as MSST's ``get_model`` builds it: the class the config's ``model``
+    names, its section's arguments, plus stems, channels, rate and segment from
+    ``training``."""
+    network = config.get("model")
+    if network not in DEMUCS_NETWORKS or not isinstance(config.get(network), dict):
+        raise ModelUnavailableError(
+            f"MSST's htdemucs model type with 'model: {network}' is not supported.",
+            "daw-bridge runs these Demucs networks from MSST configs: "
+            f"{', '.join(DEMUCS_NETWORKS)}.",
+        )
+    module, name = DEMUCS_NETWORKS[network]
+    architecture = getattr(importlib.import_module(module), name)
+    training = config["training"]
+    return architecture(
+        sources=list(training["instruments"]),
+        audio_channels=training["channels"],
+        samplerate=training["samplerate"],
+        segment=training["segment"],
+        **config[network],
+    )
+
+
+def chunking_of(model_type: str, config: dict[str, Any], batch_size: int | None = None) -> Chunking:
+    """How MSST cuts a mix for this model: for ``htdemucs``, chunks of ``training.samplerate *
+    training.segment`` samples, averaged; else ``inference.chunk_size`` (or
+    ``audio.chunk_size``) with fades."""
+    inference = config["inference"]
+    overlap, batch = int(inference["num_overlap"]), int(batch_size or inference["batch_size"])
+    if model_type == "htdemucs":
+        training = config["training"]
+        size = round(float(training["samplerate"]) * float(training["segment"]))
+        return Chunking(size, overlap, batch, mode="demucs")
+    size = inference.get("chunk_size", config["audio"]["chunk_size"])
+    return Chunking(int(size), overlap, batch)
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The weights in an MSST ``.ckpt``: tensors only, no pickled code runs."""
+    """The weights in an MSST checkpoint: tensors only, no pickled code runs.
+
+    Besides state dicts (bare or wrapped as MSST's ``_WRAPPERS`` say), this reads a
+    Demucs package as demucs's ``serialize_model`` writes it (the form of MSST's
+    ``htdemucs`` checkpoints): its ``state``, with the same allow-list of classes that
+    daw-bridge's Demucs loader uses (demucs's model classes are named, never built).
+    """
+    from daw_bridge.models.loader import release_file_globals
+
     try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(release_file_globals()):
+            document = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickle naming anything but tensors and containers
         raise ModelUnavailableError(
             f"{path} is not an MSST checkpoint that can be read safely ({_why(error)}).",
@@ -83,6 +148,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for key in _WRAPPERS:
         if isinstance(document, dict) and isinstance(document.get(key), dict):
             document = document[key]
+    if isinstance(document, dict) and document.get("__quantized"):
+        raise ModelUnavailableError(
+            f"{path} is a quantized (diffq) Demucs model, which daw-bridge does not run.",
+            "Use the model's full-precision checkpoint.",
+        )
     if not isinstance(document, dict) or not all(
         isinstance(value, torch.Tensor) for value in document.values()
     ):
@@ -150,12 +220,10 @@ class MsstSeparator:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         audio, inference, training = config["audio"], config["inference"], config["training"]
-        self.samplerate = int(audio.get("sample_rate", 44100))
-        self.channels = int(audio.get("num_channels", 2))
-        chunk = inference.get("chunk_size", audio["chunk_size"])
-        self.chunking = Chunking(
-            int(chunk), int(inference["num_overlap"]), int(batch_size or inference["batch_size"])
-        )
+        # Demucs-family configs give rate and channels under training only.
+        self.samplerate = int(audio.get("sample_rate") or training.get("samplerate") or 44100)
+        self.channels = int(audio.get("num_channels") or training.get("channels") or 2)
+        self.chunking = chunking_of(model_type, config, batch_size)
         self.normalize = bool(inference.get("normalize", False))
         self.autocast = bool(training.get("use_amp", True)) and self.device.type == "cuda"
         instruments = list(training["instruments"])
