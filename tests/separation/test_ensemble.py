@@ -8,7 +8,7 @@ import soundfile
 
 from daw_bridge.errors import InvalidOptionError
 from daw_bridge.models.loader import load_separator
-from daw_bridge.separation.ensemble import EnsembleSeparator, parse_ensemble
+from daw_bridge.separation.ensemble import RULES, EnsembleSeparator, combine, parse_ensemble
 from daw_bridge.separation.pipeline import split_file
 from tests.conftest import noise, write_wav
 
@@ -73,7 +73,33 @@ def test_a_wrong_ensemble_is_refused_naming_the_problem(models, spec, problem):
 
 
 def test_parse_reads_what_people_type():
-    assert parse_ensemble("vocals = a + b, drums=c") == {"vocals": ["a", "b"], "drums": ["c"]}
+    assert parse_ensemble("vocals = max_fft: a + b, drums=c") == {
+        "vocals": ("max_fft", ["a", "b"]),
+        "drums": ("avg_wave", ["c"]),
+    }
+
+
+def test_an_unknown_rule_is_refused_with_the_known_ones(models):
+    with pytest.raises(InvalidOptionError, match="unknown rule 'loudest'") as error:
+        EnsembleSeparator("vocals=loudest:roformer+demucs", models.__getitem__)
+    assert "max_fft" in str(error.value.fix)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_each_rule_combines_as_msst_ensemble_does(rule):
+    reference = pytest.importorskip(
+        "msst._ensemble", reason="the MSST reference: pip install --no-deps msst==0.1.0"
+    )
+    rng = np.random.default_rng(5)
+    estimates = rng.standard_normal((3, 2, 20_000)).astype(np.float32)
+    if rule == "max_fft":  # MSST's absmax fails on numpy 2 (np.ogrid gives a tuple); the
+        # same rule through its lambda_max, as its min_fft does it
+        specs = np.array([reference.stft(wave, nfft=2048, hl=1024) for wave in estimates])
+        loudest = reference.lambda_max(specs, axis=0, key=np.abs)
+        theirs = reference.istft(loudest, 1024, estimates.shape[-1])
+    else:
+        theirs = reference.average_waveforms(estimates, [1.0, 1.0, 1.0], rule)
+    np.testing.assert_allclose(combine(estimates, rule), theirs, rtol=0, atol=1e-6)
 
 
 def test_a_split_with_an_ensemble_of_real_models_sums_to_the_input(tmp_path, tiny_checkpoint):
