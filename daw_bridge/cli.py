@@ -123,6 +123,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="only these stems (e.g. vocals or drums,bass); the others summed as 'rest'",
     )
     split.add_argument(
+        "--drum-kit",
+        metavar="MODEL",
+        help="also split the drums stem into its pieces with MODEL (e.g. drumsep), in drums/",
+    )
+    split.add_argument(
         "--out", type=Path, default=Path("separated"), help="output folder (default: separated)"
     )
     split.add_argument(
@@ -237,6 +242,7 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--model", help="model (default: the server's)")
     submit.add_argument("--two-stems", metavar="STEM")
     submit.add_argument("--keep", metavar="STEMS", help="e.g. drums,bass; the others as 'rest'")
+    submit.add_argument("--drum-kit", metavar="MODEL", help="drums into pieces, e.g. drumsep")
     submit.add_argument("--format", choices=SAMPLE_FORMATS)
     submit.add_argument("--overwrite", action="store_true")
     submit.add_argument("--midi", metavar="KINDS", help="also MIDI for e.g. drums,bass,vocals")
@@ -260,11 +266,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, model: str | None = None):
     from daw_bridge.models.loader import load_separator
 
     return load_separator(
-        args.model,
+        model or args.model,
         model_dir=args.model_dir,
         device=args.device,
         download=not args.no_download,
@@ -302,6 +308,12 @@ def _run_split(args: argparse.Namespace) -> int:
     separator = _load(args)
     keep = parse_kinds(args.keep)
     check_keep(keep, separator.sources, args.two_stems)  # before any inference
+    drum_kit = None
+    if args.drum_kit:
+        from daw_bridge.separation.drum_kit import check_drum_kit
+
+        check_drum_kit(separator.sources if not args.two_stems else (), keep)
+        drum_kit = _load(args, args.drum_kit)
     names = stem_names(separator, args.two_stems)
     if keep and set(names) - set(keep):
         names = [*keep, REST_STEM]
@@ -325,6 +337,11 @@ def _run_split(args: argparse.Namespace) -> int:
             progress=update,
         )
         midi = midi_for_stems(result.stems, kinds) if kinds else {}
+        pieces = {}
+        if drum_kit is not None:
+            from daw_bridge.separation.drum_kit import DRUMS, split_drums
+
+            pieces = split_drums(result.stems[DRUMS], drum_kit, delivery.path(DRUMS), args.format)
         stems = keep_stems(result.stems, keep, args.format)
         processed = {}
         if preset is not None:
@@ -338,6 +355,8 @@ def _run_split(args: argparse.Namespace) -> int:
     print(f"  manifest   {folder / MANIFEST_NAME}")
     for kind, path in midi.items():
         print(f"  {kind + ' MIDI':10s} {delivery.final(path)}")
+    for piece, path in pieces.items():
+        print(f"  {'drums: ' + piece:10s} {delivery.final(path)}")
     if preset is not None:
         print(f"Preset {preset.name} applied, in {folder / preset.name}:")
         for name, path in processed.items():
@@ -522,6 +541,7 @@ def _run_client(args: argparse.Namespace) -> int:
             overwrite=args.overwrite or None,
             midi=parse_kinds(args.midi) or None,
             keep=parse_kinds(args.keep) or None,
+            drum_kit=args.drum_kit,
             preset=args.preset,
             tail=args.tail,
         )

@@ -49,6 +49,7 @@ SUBMIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "overwrite": bool,
     "midi": list,
     "keep": list,  # stems to deliver; the others arrive summed as "rest"
+    "drum_kit": str,  # a model that splits the drums stem into its pieces
     "preset": str,  # a preset name or an absolute path to a .toml file
     "tail": str,  # "cut" or "extend": overrides the preset's own
 }
@@ -173,7 +174,7 @@ def _check_texts(message: dict[str, Any], kind: str) -> None:
         )
     _check_seconds("start", source.get("start", 0), allow_zero=True)
     _check_seconds("duration", source.get("duration"), allow_zero=False)
-    for name in ("model", "two_stems", "format", "tail"):
+    for name in ("model", "two_stems", "format", "tail", "drum_kit"):
         _check_text(name, options.get(name))
     _check_path("preset", options.get("preset"))
     if not 0 <= options.get("shifts", 0) <= MAX_SHIFTS:

@@ -352,3 +352,29 @@ def test_what_a_killed_split_left_is_undone_by_the_next_split_there(
     assert sorted(p.name for p in folder.iterdir()) == [
         "bass.wav", "drums.wav", "manifest.json", "mine.txt", "other.wav", "vocals.wav"
     ]  # fmt: skip
+
+
+def test_split_with_a_drum_kit_puts_the_pieces_and_rest_in_a_drums_folder(
+    tmp_path, song, tiny_checkpoint, capsys
+):
+    """Any model can serve as the drum kit; here the tiny one: its four outputs are the
+    pieces, and rest makes them add up to the drums stem."""
+    out = tmp_path / "out"
+    args = ["split", str(song), "--model", str(tiny_checkpoint), "--drum-kit", "dsp"]
+    assert main([*args, "--out", str(out), "-q"]) == 0
+    folder = out / tiny_checkpoint.stem / "My Song"
+    pieces = sorted((folder / "drums").glob("*.wav"))
+    assert [p.stem for p in pieces] == ["bass", "drums", "other", "rest", "vocals"]
+    drums = soundfile.read(folder / "drums.wav", dtype="float64")[0]
+    total = sum(soundfile.read(p, dtype="float64")[0] for p in pieces)
+    np.testing.assert_allclose(total, drums, atol=1e-6)
+    assert "drums: rest" in capsys.readouterr().out
+
+
+def test_a_drum_kit_without_a_drums_stem_to_split_is_refused_before_inference(
+    tmp_path, song, tiny_checkpoint, capsys
+):
+    args = ["split", str(song), "--model", str(tiny_checkpoint), "--drum-kit", "dsp"]
+    assert main([*args, "--keep", "vocals", "--out", str(tmp_path / "out"), "-q"]) != 0
+    assert "--keep leaves it out" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

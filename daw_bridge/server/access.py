@@ -128,11 +128,12 @@ def _files_named(message: dict[str, Any]) -> list[str]:
             named.append("the audio file (source path)")
         named.append("the output folder (out_dir)")
         options = message.get("options", {})
-        preset, model = options.get("preset"), options.get("model")
+        preset = options.get("preset")
         if preset is not None and preset not in _builtin_presets():
             named.append(f"the preset {preset!r} (not a built-in preset)")
-        if model is not None and model not in model_names():
-            named.append(f"the model {model!r} (not a model name)")
+        for model in (options.get("model"), options.get("drum_kit")):
+            if model is not None and model not in model_names():
+                named.append(f"the model {model!r} (not a model name)")
     if message["type"] == "apply" and message["preset"] not in _builtin_presets():
         named.append(f"the preset {message['preset']!r} (not a built-in preset)")
     return named

@@ -25,6 +25,7 @@ from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
 from daw_bridge.presets.library import load as load_preset
 from daw_bridge.presets.schema import Preset
+from daw_bridge.separation.drum_kit import DRUMS, check_drum_kit, split_drums
 from daw_bridge.separation.keep import check_keep, keep_stems
 from daw_bridge.separation.pipeline import (
     can_stream,
@@ -180,11 +181,16 @@ class Worker(threading.Thread):
             ensure_writable(folder / f"{kind}.mid", overwrite)
         entry = self.cache.lookup(key)
         cached = entry is not None
+        drum_kit = self.pool.get(options["drum_kit"]) if options.get("drum_kit") else None
         if entry is not None:
-            check_keep(keep, [path.stem for path in entry.glob("*.wav")], settings["two_stems"])
+            names = [path.stem for path in entry.glob("*.wav")]
         else:
             separator = self.pool.get(model, settings["shifts"])
-            check_keep(keep, separator.sources, settings["two_stems"])  # before inference
+            names = list(separator.sources)
+        check_keep(keep, names, settings["two_stems"])  # before any inference
+        if drum_kit is not None:
+            check_drum_kit(names if not settings["two_stems"] else [], keep)
+        if entry is None:
             # Long spans go from the file to the stems in blocks: memory stays bounded.
             if _streamed(known[2], known[1]) and can_stream(separator):
                 split, audio = stream_split, info or open_span(path, start, duration)
@@ -217,6 +223,15 @@ class Worker(threading.Thread):
         with self._delivery(job, folder) as delivery:
             stems = _stems(self.cache.hand_out(entry, delivery.path))
             midi = midi_for_stems(stems, kinds)
+            pieces = {}
+            if drum_kit is not None:
+                pieces = split_drums(
+                    stems[DRUMS],
+                    drum_kit,
+                    delivery.path(DRUMS),
+                    settings["format"],
+                    should_cancel=job.cancel.is_set,
+                )
             stems = keep_stems(stems, keep, settings["format"])
             processed = self._apply(job, preset, stems, delivery, share) if preset else None
             delivery.publish(overwrite, replace_in=[preset.name] if preset else [])
@@ -232,6 +247,8 @@ class Worker(threading.Thread):
         }
         if preset is not None:
             result.update(preset=preset.name, processed=_finals(delivery, processed))
+        if pieces:
+            result["drum_kit"] = _finals(delivery, pieces)
         result["seconds"] = round(time.perf_counter() - started, 4)
         return result
 

@@ -553,3 +553,14 @@ def test_a_job_keeping_a_stem_the_model_lacks_fails_with_the_models_stems(client
     assert final["state"] == "failed"
     assert "'kazoo' is not a stem" in final["error"]["problem"]
     assert not (tmp_path / "k").exists()
+
+
+def test_a_job_with_a_drum_kit_delivers_the_drum_pieces_with_the_stems(client, song, tmp_path):
+    final = client.wait(client.submit(song, tmp_path / "kit", drum_kit="dsp"))
+    assert final["state"] == "done", final
+    pieces = final["result"]["drum_kit"]
+    assert set(pieces) == {"drums", "bass", "other", "vocals", "rest"}  # dsp's four, and rest
+    assert all(Path(path).parent == tmp_path / "kit" / "drums" for path in pieces.values())
+    drums = soundfile.read(tmp_path / "kit" / "drums.wav", dtype="float64")[0]
+    total = sum(soundfile.read(path, dtype="float64")[0] for path in pieces.values())
+    np.testing.assert_allclose(total, drums, atol=1e-6)
