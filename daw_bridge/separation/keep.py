@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import soundfile
 
 from daw_bridge.audio.io import BLOCK_FRAMES, SampleFormat, open_writer
 from daw_bridge.errors import InvalidOptionError
-from daw_bridge.files import temporary_sibling
+from daw_bridge.files import atomic_output
 
 REST_STEM = "rest"
 
@@ -96,6 +95,6 @@ def _rewrite_manifest(manifest: Path, stems: dict[str, Path], merged: list[str])
     if document.get("residual_stem") in merged:
         document["residual_stem"] = REST_STEM
     document.pop("sha256", None)  # the cache's record of its own files
-    temporary = temporary_sibling(manifest)
-    temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, manifest)  # a new file: a linked manifest is left as it was
+    # A new file replaces the name: a manifest linked from the cache is left as it was.
+    with atomic_output(manifest, overwrite=True) as temporary:
+        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

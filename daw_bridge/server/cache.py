@@ -124,6 +124,7 @@ class StemCache:
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             self._checked.pop(entry.name, None)
+            self._found.pop(entry.name, None)
             total -= sizes[entry]
 
     def clean_staging(self, older_than: float = 0.0) -> None:

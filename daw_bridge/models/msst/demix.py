@@ -132,10 +132,8 @@ def demix(
             )
             output = model(chunks) if heads is None else model(chunks, active_stem_ids=heads)
             output = _stems_first(output, num_stems, target_index)
-            weights = window.clone()
-            if fade == 0:  # demucs mode: every chunk counts once
-                pass
-            elif batch[-1] == 0:  # the first chunk alone: it does not fade in
+            weights = window.clone()  # all ones without fades (demucs mode)
+            if batch[-1] == 0:  # the first chunk alone: it does not fade in
                 weights[:fade] = 1
             elif batch[-1] + step >= total:  # a batch holding the last chunk: no fade-out
                 weights[-fade:] = 1

@@ -35,13 +35,14 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "mel_band_roformer": ("daw_bridge.models.msst.mel_band_roformer", "MelBandRoformer"),
     "scnet": ("daw_bridge.models.msst.scnet", "SCNet"),
     "mdx23c": ("daw_bridge.models.msst.mdx23c", "MDX23C"),
-    "htdemucs": ("demucs.hdemucs", "HDemucs"),  # demucs's class the config names: see below
 }
 #: For MSST's ``htdemucs`` type: the config's ``model`` -> demucs's class, where MSST uses
 #: demucs's own. (``model: htdemucs`` is MSST's modified copy of HTDemucs: not supported.)
 DEMUCS_NETWORKS: dict[str, tuple[str, str]] = {
     "hdemucs": ("demucs.hdemucs", "HDemucs"),
 }
+#: Every MSST ``model_type`` daw-bridge runs.
+MODEL_TYPES = (*ARCHITECTURES, "htdemucs")
 #: Keys under which MSST's loader finds the weights in a checkpoint that is not a bare
 #: state dict (demucs-style, Lightning-style, full training checkpoints).
 _WRAPPERS = ("state", "state_dict", "model_state_dict")
@@ -69,17 +70,17 @@ def model_type_of(config: dict[str, Any]) -> str:
         return "mdx23c"
     raise ModelUnavailableError(
         "Cannot tell which MSST architecture this config is for.",
-        f"daw-bridge runs these MSST model types: {', '.join(ARCHITECTURES)}; add "
+        f"daw-bridge runs these MSST model types: {', '.join(MODEL_TYPES)}; add "
         "'model_type: <type>' under 'training:' in the config.",
     )
 
 
 def build_model(model_type: str, config: dict[str, Any]) -> torch.nn.Module:
     """Our module for MSST's ``model_type``, built from the config as MSST builds it."""
-    if model_type not in ARCHITECTURES:
+    if model_type not in MODEL_TYPES:
         raise ModelUnavailableError(
             f"MSST model type {model_type!r} is not supported.",
-            f"Supported: {', '.join(ARCHITECTURES)}.",
+            f"Supported: {', '.join(MODEL_TYPES)}.",
         )
     if model_type == "htdemucs":
         return _demucs_network(config)
@@ -216,7 +217,7 @@ class MsstSeparator:
         device: torch.device | str = "cpu",
         batch_size: int | None = None,
     ) -> None:
-        self.name, self.config = name, config
+        self.name, self.config, self.model_type = name, config, model_type
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         audio, inference, training = config["audio"], config["inference"], config["training"]
@@ -228,14 +229,13 @@ class MsstSeparator:
         self.autocast = bool(training.get("use_amp", True)) and self.device.type == "cuda"
         instruments = list(training["instruments"])
         self.target = training.get("target_instrument") or None
+        self.target_index = instruments.index(self.target) if self.target else None
         self.configured = len(instruments)
         if self.target is None:
             self.sources = tuple(instruments)
         else:
             others = [name for name in instruments if name != self.target]
             self.sources = (self.target, others[0] if len(others) == 1 else "instrumental")
-            self.target_index = instruments.index(self.target)
-        self.model_type = model_type
 
     def separate(
         self,
@@ -256,7 +256,7 @@ class MsstSeparator:
             self.chunking,
             1 if self.target else len(self.sources),
             device=self.device,
-            target_index=self.target_index if self.target else None,
+            target_index=self.target_index,
             configured_stems=self.configured,
             autocast=self.autocast,
             progress=progress,
