@@ -19,6 +19,7 @@ M.DEFAULTS = {
   midi = "",             -- e.g. "drums,bass"
   stem_set = "4",        -- what "Split with preset" separates: 4, 2 or 6
   keep = "",             -- stems to keep, e.g. "vocals" or "drums bass"; the rest become "rest"
+  drum_kit = "",         -- a drum-kit model: splits also split their drums into pieces
 }
 local FINAL = { done = true, failed = true, cancelled = true }
 local START_TIMEOUT = 30 -- seconds without any status file before we give up
@@ -240,6 +241,7 @@ function M.collect_items(mode)
         stretch = stretch_text(place.markers),
       }
       fields.job = job
+      _, fields.stem = reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:daw_bridge_stem", "", false)
       describe_source(take, fields)
       if job == "" or not jobs[job] then
         jobs[job] = job ~= ""
@@ -298,6 +300,16 @@ local function ext(track, key)
   return value
 end
 
+-- Whether `track` sits anywhere inside the folder track whose GUID is `folder_guid`.
+local function inside(track, folder_guid)
+  local parent = reaper.GetParentTrack(track)
+  while parent do
+    if track_guid(parent) == folder_guid then return true end
+    parent = reaper.GetParentTrack(parent)
+  end
+  return false
+end
+
 -- The stem folder an earlier click made for `source` and `title`, if it still has
 -- every child we need: later clicks on the same track add to the same tracks.
 local function existing_folder(project, source, title, children)
@@ -308,9 +320,11 @@ local function existing_folder(project, source, title, children)
       local tracks, folder_guid = {}, track_guid(folder)
       for child_index = index + 1, reaper.CountTracks(project) - 1 do
         local child = reaper.GetTrack(project, child_index)
-        local parent = reaper.GetParentTrack(child)
-        if not parent or track_guid(parent) ~= folder_guid then break end
-        tracks[ext(child, "daw_bridge_child")] = child
+        if not inside(child, folder_guid) then break end
+        -- Deeper tracks (a Drums stem's kit pieces) belong to their own folder.
+        if track_guid(reaper.GetParentTrack(child)) == folder_guid then
+          tracks[ext(child, "daw_bridge_child")] = child
+        end
       end
       local complete = true
       for _, child in ipairs(children) do complete = complete and tracks[child.id] ~= nil end
@@ -347,6 +361,44 @@ local function create_folder(project, source, title, children, status, colors)
   -- The folder takes over whatever folders the source track used to close.
   reaper.SetMediaTrackInfo_Value(tracks.last, "I_FOLDERDEPTH", -1 + math.min(depth, 0))
   if depth < 0 then reaper.SetMediaTrackInfo_Value(source, "I_FOLDERDEPTH", 0) end
+  return tracks
+end
+
+-- Drum-kit pieces as children of `parent` (a Drums stem track or the track of the drums
+-- item): `parent` becomes a folder, the pieces go right below it and the last one closes
+-- it, plus whatever folders `parent` closed before. An earlier kit folder is reused.
+local function kit_tracks(project, parent, pieces, status, colors)
+  local tracks, parent_guid = {}, track_guid(parent)
+  local index = math.floor(reaper.GetMediaTrackInfo_Value(parent, "IP_TRACKNUMBER"))
+  local depth = math.floor(reaper.GetMediaTrackInfo_Value(parent, "I_FOLDERDEPTH"))
+  if depth == 1 then
+    for child_index = index, reaper.CountTracks(project) - 1 do
+      local child = reaper.GetTrack(project, child_index)
+      if not inside(child, parent_guid) then break end
+      if track_guid(reaper.GetParentTrack(child)) == parent_guid then
+        tracks[ext(child, "daw_bridge_child")] = child
+      end
+    end
+  end
+  local missing = {}
+  for _, piece in ipairs(pieces) do
+    if not tracks["kit:" .. piece] then missing[#missing + 1] = piece end
+  end
+  local last
+  for offset, piece in ipairs(missing) do
+    reaper.InsertTrackInProject(project, index + offset - 1, 0)
+    local track = reaper.GetTrack(project, index + offset - 1)
+    set_name(track, status["stem.kit:" .. piece .. ".label"] or piece)
+    reaper.GetSetMediaTrackInfo_String(track, "P_EXT:daw_bridge_child", "kit:" .. piece, true)
+    local color = colors and color_of(status, "kit:" .. piece)
+    if color then reaper.SetMediaTrackInfo_Value(track, "I_CUSTOMCOLOR", color) end
+    reaper.SetMediaTrackInfo_Value(track, "I_FOLDERDEPTH", 0)
+    tracks["kit:" .. piece], last = track, track
+  end
+  if last and depth ~= 1 then
+    reaper.SetMediaTrackInfo_Value(parent, "I_FOLDERDEPTH", 1)
+    reaper.SetMediaTrackInfo_Value(last, "I_FOLDERDEPTH", -1 + math.min(depth, 0))
+  end
   return tracks
 end
 
@@ -488,8 +540,11 @@ function M.insert(job, status)
     local keys = {}
     for _, entry in ipairs(group.entries) do keys[#keys + 1] = entry.key end
     local children = children_of(status, keys)
-    local tracks = existing_folder(project, group.track, group.label, children)
-      or create_folder(project, group.track, group.label, children, status, settings.colors == "1")
+    local tracks = {} -- the drum-kit action inserts pieces only: no stem folder
+    if #children > 0 then
+      tracks = existing_folder(project, group.track, group.label, children)
+        or create_folder(project, group.track, group.label, children, status, settings.colors == "1")
+    end
     for _, entry in ipairs(group.entries) do
       local key = entry.key
       local offset = tonumber(status["item." .. key .. ".offset"]) or 0
@@ -508,6 +563,17 @@ function M.insert(job, status)
           status["stem." .. kind .. ".midi_label"] or kind, "midi:" .. kind, fresh)
         inserted = inserted + 1
       end
+      local pieces = split_csv(status["item." .. key .. ".kit"])
+      local kit_parent = status["item." .. key .. ".kit_parent"] or ""
+      local parent = kit_parent == "" and entry.track or tracks[kit_parent]
+      if #pieces > 0 and parent then
+        local kit = kit_tracks(project, parent, pieces, status, settings.colors == "1")
+        for _, piece in ipairs(pieces) do
+          add_item(kit["kit:" .. piece], status["item." .. key .. ".kit." .. piece], entry, offset,
+            status["stem.kit:" .. piece .. ".label"] or piece, "kit:" .. piece, fresh)
+          inserted = inserted + 1
+        end
+      end
       if #missing > 0 then
         problems[#problems + 1] = (entry.name ~= "" and entry.name or ("item " .. key))
           .. ": could not copy " .. table.concat(missing, ", ")
@@ -520,7 +586,8 @@ function M.insert(job, status)
   reaper.PreventUIRefresh(-1)
   reaper.TrackList_AdjustWindows(false)
   reaper.UpdateArrange()
-  reaper.Undo_EndBlock2(project, "daw-bridge: insert stems", -1)
+  local what = job.mode == "kit" and "drum-kit pieces" or "stems"
+  reaper.Undo_EndBlock2(project, "daw-bridge: insert " .. what, -1)
   return inserted, problems
 end
 
@@ -706,6 +773,7 @@ function M.run(options)
     autostart = settings.autostart,
     midi = settings.midi,
     keep = settings.keep,
+    drum_kit = settings.drum_kit,
     mode = options.mode or "split",
   }
   local ok, err = pcall(write_lines, folder .. "request.txt", request_lines(request, entries))
@@ -739,7 +807,7 @@ function M.run(options)
   end
   M.job = {
     folder = folder, entries = entries, skipped = skipped, settings = settings,
-    project = entries[1].project,
+    project = entries[1].project, mode = request.mode,
     started = reaper.time_precise(), window = true, prefix = prefix, windows = windows,
   }
   gfx.init("daw-bridge", WIDTH, 24 + ROW * (#entries + 2))
@@ -794,10 +862,10 @@ function M.stem_set_options(options)
   return options
 end
 
--- GetUserInputs splits its captions at commas: no caption may contain one.
+-- GetUserInputs splits its captions at commas: no caption may contain one. The models
+-- are not typed here: Settings picks them from Python's lists (see M.edit_settings).
 local SETTING_FIELDS = {
   { "address", "Server address" },
-  { "model", "Model (empty: the server's)" },
   { "out_dir", "Stem folder (empty: project media)" },
   { "stem_set", "Stems with presets: 4 or 2 or 6" },
   { "autostart", "Start server automatically: 1 or 0" },
@@ -806,8 +874,15 @@ local SETTING_FIELDS = {
   { "midi", "MIDI for (e.g. drums bass vocals)" },
   { "keep", "Stems to keep (empty: all)" },
 }
+-- Python starts, imports the catalogue and writes the lists in about a second.
+local CHOICES_TIMEOUT_MS = 60000
+local PICKED = { { "model", "Model", "server default" }, { "drum_kit", "Drum-kit model", "off" } }
 
-function M.edit_settings()
+local function trim(text)
+  return (text:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+function M.edit_text_settings()
   local settings = M.settings()
   local captions, values = {}, {}
   for index, field in ipairs(SETTING_FIELDS) do
@@ -821,9 +896,82 @@ function M.edit_settings()
   for value in (answer .. "|"):gmatch("([^|]*)|") do
     index = index + 1
     local field = SETTING_FIELDS[index]
-    if field then M.save_setting(field[1], (value:gsub("^%s+", ""):gsub("%s+$", ""))) end
+    if field then M.save_setting(field[1], trim(value)) end
   end
   return true
+end
+
+local function popup(title, lines)
+  gfx.init(title, 1, 1)
+  gfx.x, gfx.y = gfx.mouse_x, gfx.mouse_y
+  local choice = gfx.showmenu(table.concat(lines, "|"))
+  gfx.quit()
+  return math.floor(tonumber(choice) or 0)
+end
+
+-- The pick lists, written by `daw-bridge reaper choices` (models, ensembles, drum-kit
+-- models with descriptions and licences): no model name lives in this file.
+function M.load_choices(config)
+  local path = data_folder() .. "choices.txt"
+  os.remove(path)
+  local command = {}
+  for index = 1, 64 do
+    if not config["arg." .. index] then break end
+    command[#command + 1] = config["arg." .. index]
+  end
+  for _, argument in ipairs({ "reaper", "choices", path }) do command[#command + 1] = argument end
+  for index, argument in ipairs(command) do
+    local good, text = pcall(M.quote, argument)
+    if not good then message(text) return nil end
+    command[index] = text
+  end
+  local output = reaper.ExecProcess(table.concat(command, " "), CHOICES_TIMEOUT_MS)
+  local choices = M.read_keyvalue(path)
+  if not choices then
+    message("daw-bridge could not list its models.\n\nHow to fix: run `daw-bridge install-reaper` "
+      .. "again in a terminal.\n\n" .. tostring(output or ""))
+  end
+  return choices
+end
+
+-- One pick list: the current value ticked; the last line types a name, a checkpoint path
+-- or an inline ensemble instead. Returns whether a value was saved.
+function M.pick(key, choices, current)
+  local names, lines = {}, {}
+  for index = 1, tonumber(choices[key .. ".count"]) or 0 do
+    names[index] = choices[key .. "." .. index .. ".name"] or ""
+    lines[index] = (names[index] == current and "!" or "") .. choices[key .. "." .. index .. ".label"]
+  end
+  lines[#lines + 1] = "Type a name or a checkpoint path..."
+  local choice = popup("daw-bridge: " .. key, lines)
+  if choice < 1 or choice > #lines then return false end
+  if choice <= #names then
+    M.save_setting(key, names[choice])
+    return true
+  end
+  local ok, typed = reaper.GetUserInputs("daw-bridge " .. key, 1,
+    "Name or checkpoint path,separator=|,extrawidth=300", current)
+  if not ok then return false end
+  M.save_setting(key, trim(typed))
+  return true
+end
+
+-- A menu: each model setting opens its pick list; the rest are typed in one dialog.
+function M.edit_settings()
+  local settings, lines = M.settings(), {}
+  for index, picked in ipairs(PICKED) do
+    local value = settings[picked[1]] ~= "" and settings[picked[1]] or picked[3]
+    lines[index] = picked[2] .. ": " .. value:gsub("|", "/") .. "..."
+  end
+  lines[#lines + 1] = "Other settings..."
+  local choice = popup("daw-bridge settings", lines)
+  if choice == #lines then return M.edit_text_settings() end
+  local picked = PICKED[choice]
+  if not picked then return false end
+  local config = M.config()
+  local choices = config and M.load_choices(config)
+  if not choices then return false end
+  return M.pick(picked[1], choices, settings[picked[1]])
 end
 
 return M

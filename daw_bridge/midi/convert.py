@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from daw_bridge.errors import InvalidOptionError
-from daw_bridge.midi.drums import drum_hits
+from daw_bridge.midi.drums import PIECE_NOTES, drum_hits, kit_hits
 from daw_bridge.midi.melody import melody_notes
 from daw_bridge.midi.notes import Note, write_midi
 
@@ -46,10 +47,22 @@ def check_kinds(kinds: list[str], stems: list[str] | None = None) -> None:
         )
 
 
+def uses_pieces(pieces: Mapping[str, Path] | None) -> bool:
+    """Whether a drum-kit split gave the pieces that drums MIDI then reads: kick and snare."""
+    return bool(pieces) and all(piece in pieces for piece in ("kick", "snare"))
+
+
 def midi_for_stems(
-    stems: dict[str, Path], kinds: list[str], overwrite: bool = False
+    stems: dict[str, Path],
+    kinds: list[str],
+    overwrite: bool = False,
+    pieces: Mapping[str, Path] | None = None,
 ) -> dict[str, Path]:
-    """``<stem>.mid`` next to each stem WAV named in ``kinds``."""
+    """``<stem>.mid`` next to each stem WAV named in ``kinds``.
+
+    With a drum-kit split's ``pieces`` (kick and snare at least), drums MIDI takes each
+    drum's hits from its own piece instead of guessing them from the mixed drums stem.
+    """
     from daw_bridge.audio.io import read_span
 
     check_kinds(kinds, list(stems))
@@ -57,5 +70,13 @@ def midi_for_stems(
     for kind in kinds:
         span = read_span(stems[kind])
         written[kind] = Path(stems[kind]).with_suffix(".mid")
-        stem_to_midi(span.samples, span.samplerate, kind, written[kind], overwrite=overwrite)
+        if kind == "drums" and pieces is not None and uses_pieces(pieces):
+            # The pieces are the drums stem split at its own rate: one samplerate for all.
+            audio = {
+                name: read_span(pieces[name]).samples for name in PIECE_NOTES if name in pieces
+            }
+            notes = kit_hits(audio, span.samplerate, span.samples)
+            write_midi(written[kind], notes, drums=True, name=kind, overwrite=overwrite)
+        else:
+            stem_to_midi(span.samples, span.samplerate, kind, written[kind], overwrite=overwrite)
     return written

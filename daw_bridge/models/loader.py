@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from daw_bridge.errors import ModelUnavailableError
+from daw_bridge.errors import InvalidOptionError, ModelUnavailableError
 from daw_bridge.models.catalog import MODELS, get_spec
 from daw_bridge.models.weights import resolve_weights
 from daw_bridge.separation.base import Separator
@@ -67,16 +67,22 @@ def load_separator(
     segment: float | None = None,
     seed: int | None = None,
     backend: str | None = None,
+    model_config: Path | str | None = None,
 ) -> Separator:
     """Load ``model``: a catalog name, ``dsp``, a local checkpoint file (Demucs ``.th`` or
-    ``.safetensors``, MSST ``.ckpt``), or an ensemble ``stem=model,...``."""
+    ``.safetensors``, MSST ``.ckpt`` whose YAML config is ``model_config`` or beside it),
+    an ensemble ``stem=model,...``, or an ensemble file
+    by name or ``.toml`` path (checked against the catalogue before any model loads)."""
     from daw_bridge.separation.ensemble import EnsembleSeparator, is_ensemble
+    from daw_bridge.separation.ensemble_library import is_named_ensemble, load_ensemble
 
-    if is_ensemble(model):
+    named = load_ensemble(model) if is_named_ensemble(model) else None
+    if named is not None or is_ensemble(model):
         options = dict(model_dir=model_dir, device=device, download=download, shifts=shifts)
         options.update(overlap=overlap, batch_size=batch_size, half=half, segment=segment)
         options.update(seed=seed, backend=backend)
-        return EnsembleSeparator(model, lambda name: load_separator(name, **options))
+        spec, label = (named.spec, named.name) if named is not None else (model, None)
+        return EnsembleSeparator(spec, lambda name: load_separator(name, **options), label)
     if model == DSP_MODEL:
         from daw_bridge.separation.dsp import DspSeparator
 
@@ -85,9 +91,17 @@ def load_separator(
     from daw_bridge.models.msst.catalog import MSST_MODELS
     from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator, pick_device
 
+    if model_config is not None and not model.endswith(".ckpt"):
+        raise InvalidOptionError(
+            f"--model-config is for an MSST checkpoint (.ckpt) given by path, not {model!r}.",
+            "Give the checkpoint's path to --model, or leave out --model-config.",
+        )
     torch_device = pick_device(device)  # a wrong device fails before any download
     if model in MSST_MODELS or model.endswith(".ckpt"):
-        return _load_msst(model, model_dir, download, torch_device, batch_size)
+        precision = "half" if half else "auto"
+        msst_options = {"device": torch_device, "batch_size": batch_size, "precision": precision}
+        msst_options["backend"] = backend
+        return _load_msst(model, model_dir, download, model_config, msst_options)
     if is_checkpoint_path(model):
         paths, weights, bag_segment, name = [Path(model).expanduser()], None, None, Path(model).stem
         if not paths[0].is_file():
@@ -120,14 +134,17 @@ def load_separator(
 
 
 def _load_msst(
-    model: str, model_dir: Path | str | None, download: bool, device: Any, batch_size: int | None
+    model: str,
+    model_dir: Path | str | None,
+    download: bool,
+    model_config: Path | str | None,
+    options: dict[str, Any],
 ) -> Separator:
     """An MSST model by catalogue name, or a ``.ckpt`` with its YAML config beside it."""
     from daw_bridge.models.msst.catalog import get_msst_model
     from daw_bridge.models.msst.separator import config_beside, load_msst
     from daw_bridge.models.weights import fetch
 
-    options = {"device": device, "batch_size": batch_size}
     if model.endswith(".ckpt"):
         checkpoint = Path(model).expanduser()
         if not checkpoint.is_file():
@@ -135,10 +152,18 @@ def _load_msst(
                 f"Checkpoint file not found: {checkpoint}",
                 f"Check the path, or use one of the model names: {', '.join(model_names())}.",
             )
-        return load_msst(checkpoint, config_beside(checkpoint), **options)
+        if model_config is None:
+            return load_msst(checkpoint, config_beside(checkpoint), **options)
+        config = Path(model_config).expanduser()
+        if not config.is_file():
+            raise ModelUnavailableError(
+                f"The config file {config} given with --model-config is not there.",
+                "Give the path of the YAML config published with the checkpoint.",
+            )
+        return load_msst(checkpoint, config, **options)
     entry = get_msst_model(model)
     label = f"model {entry.name!r}"
-    checkpoint = fetch(entry.checkpoint, label, model_dir=model_dir, download=download)
+    checkpoint = fetch(entry.checkpoint_download(), label, model_dir=model_dir, download=download)
     config = entry.shipped_config() or fetch(
         entry.config_download(), label, model_dir=model_dir, download=download
     )

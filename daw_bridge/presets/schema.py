@@ -8,25 +8,40 @@ allowed, so one round of fixes is enough.
 
 from __future__ import annotations
 
+import difflib
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.presets.plugins import EXTERNAL, PLUGINS, STEP_KEYS
+from daw_bridge.toml_files import read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-#: Stems the models produce; two-stem mode adds ``no_<stem>`` (e.g. no_vocals).
-MODEL_STEMS = ("vocals", "drums", "bass", "other", "guitar", "piano")
 #: ``[stems.default]`` applies to every stem the preset does not name.
 DEFAULT_STEM = "default"
-STEM_KEYS = (*MODEL_STEMS, *(f"no_{stem}" for stem in MODEL_STEMS), DEFAULT_STEM)
+
+
+def model_stems() -> tuple[str, ...]:
+    """Every stem a catalogue model gives (Demucs, MSST incl. drum-kit pieces, ``dsp``),
+    read from the catalogues so a model added there can be given a preset at once."""
+    from daw_bridge.models.stems import all_model_stems
+
+    return all_model_stems()
+
+
+def stem_keys() -> tuple[str, ...]:
+    """The section names a preset may use: each model stem, two-stem mode's ``no_<stem>``,
+    ``rest`` (what ``--keep`` and the drum kit leave) and ``default``."""
+    from daw_bridge.models.stems import REST_STEM
+
+    stems = model_stems()
+    return (*stems, *(f"no_{stem}" for stem in stems), REST_STEM, DEFAULT_STEM)
+
+
+#: The catalogue's stems when this module was imported; :func:`stem_keys` is checked.
+MODEL_STEMS = model_stems()
+STEM_KEYS = stem_keys()
 TOP_KEYS = ("name", "description", "tail", "stems")
 STEM_SETTING_KEYS = ("chain", "gain_db", "mute", "loudness_lufs")
 TAILS = ("cut", "extend")
@@ -167,10 +182,18 @@ def parse_preset(data: dict[str, Any], source: Path | None = None) -> Preset:
         )
         raw_stems = {}
     base = source.parent if source else Path.cwd()
+    allowed_stems = stem_keys()
     for stem, section in raw_stems.items():
         key = f"stems.{stem}"
-        if stem not in STEM_KEYS:
-            problems.add(key, f"{stem!r} is not a stem.", f"Stems are: {_allowed(STEM_KEYS)}.")
+        if stem not in allowed_stems:
+            guess = difflib.get_close_matches(str(stem), allowed_stems, n=1)
+            problems.add(
+                key,
+                f"{stem!r} is not a stem of any model."
+                + (f" Did you mean {guess[0]!r}?" if guess else ""),
+                f"Stems are: {_allowed([k for k in allowed_stems if not k.startswith('no_')])}; "
+                "and no_<stem> for a two-stem split (e.g. no_vocals).",
+            )
             continue
         if not isinstance(section, dict):
             problems.add(
@@ -284,23 +307,9 @@ def _parse_step(problems: _Problems, key: str, step: dict, base: Path) -> Plugin
 
 def read_preset_file(path: Path) -> Preset:
     """Read and check one preset file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise PresetError(
-            f"Preset file not found: {path}", "Check the path, or use a preset name."
-        ) from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise PresetError(
-            f"Cannot read the preset file {path} ({error}).", "Save it as UTF-8 text (TOML)."
-        ) from error
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise PresetError(
-            f"{path} is not valid TOML: {error}.",
-            "Fix the syntax at that line (strings need quotes, sections look like "
-            "[stems.vocals], plugins like [[stems.vocals.chain]]).",
-        ) from error
+    syntax = (
+        "strings need quotes, sections look like [stems.vocals], plugins like "
+        "[[stems.vocals.chain]]"
+    )
+    data = read_toml(Path(path), "preset", PresetError, syntax)
     return parse_preset(data, path)

@@ -43,6 +43,10 @@ ACTIONS = (
     ),
     Action("daw-bridge - Apply preset to stems.lua", "Apply preset to selected stems..."),
     Action("daw-bridge - Settings.lua", "Settings"),
+    Action(
+        "daw-bridge - Split drums into kit pieces.lua",
+        "Split drums into kit pieces (kick, snare, toms, cymbals)",
+    ),
 )
 
 

@@ -24,6 +24,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     actions.add_parser(
         "cancel", help="cancel the jobs of a request whose runner died, remove its stems"
     ).add_argument("request", type=Path)
+    actions.add_parser(
+        "choices", help="write the Settings pick lists (models, ensembles, drum-kit models)"
+    ).add_argument("out", type=Path)
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -46,6 +49,11 @@ def run_reaper(args: argparse.Namespace) -> int:
     from daw_bridge.errors import DawBridgeError
     from daw_bridge.reaper.runner import cancel_leftovers, run
 
+    if args.reaper_action == "choices":
+        from daw_bridge.reaper.choices import write_choices
+
+        write_choices(args.out)
+        return 0
     if not Path(args.request).is_file():
         raise DawBridgeError(
             f"No request file at {args.request}.",

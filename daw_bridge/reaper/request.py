@@ -24,6 +24,8 @@ from daw_bridge.reaper import keyvalue
 #: REAPER source types we read as files (``GetMediaSourceType``).
 FILE_SOURCES = ("WAVE", "FLAC", "MP3", "VORBIS", "OGG", "AIFF", "OPUS", "WAVPACK")
 _GLUE_FIX = "Glue the item first (Item > Glue items), then split the glued item."
+#: The request ``mode`` of the drum-kit action: the selected items are drums to split.
+KIT_MODE = "kit"
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,23 @@ def read_request(path: Path) -> Request:
             for name, value in values.items()
             if name.startswith(f"item.{key}.")
         }
-        request.items.append(plan_item(key.strip(), fields))
+        planned = plan_item(key.strip(), fields)
+        if request.setting("mode") == KIT_MODE and isinstance(planned, ItemSpan):
+            planned = _only_drums(planned, fields.get("stem", ""))
+        request.items.append(planned)
     return request
+
+
+def _only_drums(span: ItemSpan, stem: str) -> ItemSpan | Refusal:
+    """The drum-kit action takes any audio item (a drums recording) or a drums stem, but
+    not another stem daw-bridge made: kick and snare out of vocals are no use to anyone."""
+    if stem in ("", "drums"):
+        return span
+    return Refusal(
+        span.key,
+        f"It is daw-bridge's {stem.removeprefix('kit:')} stem, not drums.",
+        "Select a drums item or a Drums stem item.",
+    )
 
 
 def plan_item(key: str, fields: dict[str, str]) -> ItemSpan | Refusal:

@@ -9,6 +9,10 @@ stems. The shim asks to cancel by creating ``cancel`` in the same folder.
 While it lives, this process rewrites the status file every second with
 ``heartbeat=<unix time>`` and ``pid=<pid>``: a shim that sees the heartbeat go
 stale knows the process died, whatever killed it.
+
+With a server on another machine (the "Server address" setting is not this
+machine's), the audio goes to it as bytes and the stems come back as bytes into
+the same stem folder, so the shim inserts them as it does any others.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from daw_bridge.errors import DawBridgeError
 from daw_bridge.files import check_output_folder
 from daw_bridge.midi import parse_kinds
 from daw_bridge.midi.notes import retime_midi
-from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES
+from daw_bridge.protocol import DEFAULT_ADDRESS, FINAL_STATES, is_local
 from daw_bridge.reaper import keyvalue, stems
-from daw_bridge.reaper.request import ItemSpan, Refusal, Request, read_request
+from daw_bridge.reaper.choices import DEFAULT_DRUM_KIT
+from daw_bridge.reaper.request import KIT_MODE, ItemSpan, Refusal, Request, read_request
 
 log = logging.getLogger(__name__)
 #: The server sends job events at least every second; silence this long means trouble.
@@ -37,6 +42,7 @@ _EVENT_TIMEOUT = 30.0
 _HELLO_TIMEOUT = 3.0
 #: Seconds between heartbeats; the shim gives up after 10 s without one (see README).
 HEARTBEAT_INTERVAL = 1.0
+DRUMS = "drums"
 
 
 class _Cancelled(Exception):
@@ -53,7 +59,9 @@ class Runner:
         self.cancel_path = self.folder / "cancel"
         self.status: dict[str, Any] = {"state": "starting"}
         self.jobs: dict[str, str] = {}  # item key -> job id
+        self.mode = "split"  # the request's: split, apply or kit
         self.folders: dict[str, Path] = {}  # item key -> the stem folder it claimed
+        self.send_bytes = False  # the server cannot read or write this machine's files
         self._last_write = 0.0
         self._lock = threading.Lock()  # the heartbeat thread writes too
         self._stop = threading.Event()
@@ -113,6 +121,7 @@ class Runner:
             problem = error if isinstance(error, DawBridgeError) else DawBridgeError(str(error))
             self._fail(problem)
             return 2
+        self.mode = request.setting("mode", "split")
         self.status["items"] = ",".join(entry.key for entry in request.items)
         for entry in request.items:
             self.status[f"item.{entry.key}.state"] = "queued"
@@ -140,7 +149,9 @@ class Runner:
 
     def _connect(self, request: Request) -> Client:
         address = request.setting("address", DEFAULT_ADDRESS)
-        if request.flag("autostart", default=True):
+        self.send_bytes = request.flag("send_bytes", default=not is_local(address))
+        # A server for another machine's address is started there, never here.
+        if request.flag("autostart", default=True) and is_local(address):
             return connect(address, _EVENT_TIMEOUT, autostart=True, log_file=self._server_log())
         try:  # a local server answers in milliseconds
             return connect(address, _EVENT_TIMEOUT, hello_timeout=_HELLO_TIMEOUT)
@@ -182,20 +193,15 @@ class Runner:
         return 0 if done else 2
 
     def _submit(self, client: Client, request: Request, entry: ItemSpan) -> str:
-        options = {
-            "model": request.setting("model") or None,
-            "two_stems": request.setting("two_stems") or None,
-            "preset": request.setting("preset") or None,
-            "midi": parse_kinds(request.setting("midi")) or None,
-            # The kept stems plus one "rest" stem (the others summed); nothing: all stems.
-            # Two-stem mode already keeps one stem and its complement.
-            "keep": (None if request.setting("two_stems") else request.keep()) or None,
-        }
+        options = submit_options(request)
         if entry.job:  # stems already made: keep does not apply
-            return client.apply(entry.job, options["preset"] or "")
-        out = _fresh_folder(Path(request.setting("out_dir")), entry, request)
+            return client.apply(entry.job, options.get("preset") or "")
+        tag = options.get("preset") or options.get("model") or "stems"
+        out = _fresh_folder(Path(request.setting("out_dir")), entry, tag)
         self.folders[entry.key] = out
         self.status[f"item.{entry.key}.out"] = str(out)  # for `reaper cancel` if we die
+        if self.send_bytes:  # the stems come back into ``out`` once the job is done
+            return client.submit_file(entry.path, entry.start, entry.duration, **options)
         return client.submit(entry.path, out, entry.start, entry.duration, **options)
 
     def _check_cancel(self, client: Client) -> None:
@@ -223,7 +229,14 @@ class Runner:
             error = final.get("error") or {}
             self._item_error(key, "failed", error.get("problem", ""), error.get("fix", ""))
             return
-        self._record_result(key, entry, final["result"])
+        result = final["result"]
+        if self.send_bytes and key in self.folders:
+            try:
+                result = client.download(final, self.folders[key])
+            except DawBridgeError as failure:
+                self._item_error(key, "failed", failure.problem, failure.fix or "")
+                return
+        self._record_result(key, entry, result)
 
     def _item_error(self, key: str, state: str, problem: str, fix: str) -> None:
         self.status.update(
@@ -232,6 +245,10 @@ class Runner:
 
     def _record_result(self, key: str, entry: ItemSpan, result: dict) -> None:
         chosen = result.get("processed") or result["stems"]
+        kit, kit_parent = result.get("drum_kit") or {}, DRUMS
+        if self.mode == KIT_MODE:  # the item was the drums: its stems are the pieces
+            kit, kit_parent, chosen = chosen, "", {}
+        self._record_kit(key, kit, kit_parent)
         names = stems.ordered(list(chosen))
         self.status[f"item.{key}.offset"] = repr(entry.take_offset)
         self.status[f"item.{key}.folder"] = result.get("folder", "")
@@ -250,15 +267,52 @@ class Runner:
             self.status[f"item.{key}.midi.{kind}"] = path
             self.status[f"stem.{kind}.midi_label"] = f"{stems.label(kind)} MIDI"
 
+    def _record_kit(self, key: str, pieces: dict[str, str], parent: str) -> None:
+        """Pieces go on child tracks of ``parent``'s stem track ("": the item's own track)."""
+        names = stems.kit_ordered(list(pieces))
+        self.status[f"item.{key}.kit"] = ",".join(names)
+        self.status[f"item.{key}.kit_parent"] = parent
+        for piece in names:
+            self.status[f"item.{key}.kit.{piece}"] = pieces[piece]
+            (r, g, b) = stems.kit_colour(piece)
+            self.status[f"stem.kit:{piece}.label"] = stems.kit_label(piece)
+            self.status[f"stem.kit:{piece}.color"] = f"{r},{g},{b}"
 
-def _fresh_folder(out_dir: Path, entry: ItemSpan, request: Request) -> Path:
+
+def submit_options(request: Request) -> dict[str, Any]:
+    """What the server is asked to do for one item of ``request``.
+
+    The drum-kit action (``mode=kit``) separates the item itself with the drum-kit
+    model: the item is a drums recording or a drums stem, so its stems are the pieces,
+    raw (no residual folded into the last piece; the item itself stays as it was).
+    A split passes the "drum kit" setting on only when it delivers a drums stem, so
+    the setting never makes "vocals and instrumental" or kept vocals fail.
+    """
+    kit_model = request.setting("drum_kit")
+    if request.setting("mode") == KIT_MODE:
+        return {"model": kit_model or DEFAULT_DRUM_KIT, "sum_to_input": False}
+    two_stems = request.setting("two_stems") or None
+    # The kept stems plus one "rest" stem (the others summed); nothing: all stems.
+    # Two-stem mode already keeps one stem and its complement.
+    keep = (None if two_stems else request.keep()) or None
+    delivers_drums = two_stems in (None, DRUMS) and (keep is None or DRUMS in keep)
+    return {
+        "model": request.setting("model") or None,
+        "two_stems": two_stems,
+        "preset": request.setting("preset") or None,
+        "midi": parse_kinds(request.setting("midi")) or None,
+        "keep": keep,
+        "drum_kit": (kit_model or None) if delivers_drums else None,
+    }
+
+
+def _fresh_folder(out_dir: Path, entry: ItemSpan, tag: str) -> Path:
     """A folder no earlier split used: re-splitting never touches earlier stems."""
     if not str(out_dir) or not out_dir.is_absolute():
         raise DawBridgeError(
             f"The output folder '{out_dir}' is not an absolute path.",
             "Save the project, or set an output folder in daw-bridge Settings.",
         )
-    tag = request.setting("preset") or request.setting("model") or "stems"
     base = f"{entry.path.stem} {entry.start:.3f}-{entry.start + entry.duration:.3f}s {tag}"
     check_output_folder(out_dir / "daw-bridge")  # a clear message, not a bare OSError
     (out_dir / "daw-bridge").mkdir(parents=True, exist_ok=True)

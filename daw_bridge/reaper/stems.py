@@ -18,6 +18,17 @@ LOOK: dict[str, tuple[str, tuple[int, int, int]]] = {
 }
 _NEUTRAL = (150, 150, 150)
 
+#: A drum kit's pieces, top to bottom as drummers' multitracks run; "rest" (the drums
+#: minus the pieces) last. Each a shade of the drums' orange, so the folder reads as one.
+KIT_ORDER = ("kick", "snare", "toms", "cymbals", "rest")
+KIT_LOOK: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "kick": ("Kick", (204, 112, 36)),
+    "snare": ("Snare", (240, 168, 76)),
+    "toms": ("Toms", (220, 136, 60)),
+    "cymbals": ("Cymbals", (248, 196, 120)),
+    "rest": ("Drums rest", (150, 120, 96)),
+}
+
 
 def label(stem: str) -> str:
     """``no_vocals`` reads as "Instrumental"; other ``no_X`` as "No X"."""
@@ -37,4 +48,23 @@ def ordered(stems: list[str]) -> list[str]:
     rank = {name: index for index, name in enumerate(ORDER)}
     return sorted(
         stems, key=lambda s: (rank.get(s.removeprefix("no_"), len(ORDER)), s.startswith("no_"), s)
+    )
+
+
+def kit_label(piece: str) -> str:
+    return KIT_LOOK[piece][0] if piece in KIT_LOOK else label(piece)
+
+
+def kit_colour(piece: str) -> tuple[int, int, int]:
+    return KIT_LOOK[piece][1] if piece in KIT_LOOK else colour(piece)
+
+
+def kit_ordered(pieces: list[str]) -> list[str]:
+    """Known pieces in kit order; others (a model that gives stems) in stem order, before
+    "rest"."""
+    rank = {name: index for index, name in enumerate(KIT_ORDER)}
+    others = ordered([p for p in pieces if p not in rank])
+    return sorted(
+        pieces,
+        key=lambda p: (rank.get(p, rank["rest"] - 0.5), others.index(p) if p in others else 0),
     )

@@ -73,8 +73,10 @@ def parse_ensemble(spec: str) -> dict[str, tuple[str, list[str]]]:
 class EnsembleSeparator:
     """A :class:`Separator` made of others, one stem (or an average) from each."""
 
-    def __init__(self, spec: str, load: Callable[[str], Separator]) -> None:
-        self.name = spec
+    def __init__(
+        self, spec: str, load: Callable[[str], Separator], name: str | None = None
+    ) -> None:
+        self.name = name or spec  # a named ensemble's name gives its output folder
         picks = parse_ensemble(spec)
         self.members: dict[str, Separator] = {}
         for _rule, names in picks.values():

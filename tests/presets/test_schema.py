@@ -211,3 +211,44 @@ def test_a_name_that_does_not_match_its_file_is_refused(user_presets):
     write(user_presets, GOOD, "other-name.toml")
     with pytest.raises(PresetError, match="does not match the file name"):
         library.load("other-name")
+
+
+def test_every_stem_a_catalogue_model_gives_may_have_a_preset_section(tmp_path):
+    """Drum-kit pieces, MSST's instrumental, two-stem complements, keep's rest: all allowed."""
+    from daw_bridge.models.stems import catalogue_stems
+
+    given = {stem for stems in catalogue_stems().values() for stem in stems}
+    names = list(dict.fromkeys([*given, "kick", "cymbals", "instrumental", "rest", "no_kick"]))
+    sections = "".join(f"[stems.{name}]\ngain_db = -1\n" for name in names)
+    preset = read_preset_file(write(tmp_path, f'name = "every"\n{sections}'))
+    assert set(names) <= set(preset.stems)
+
+
+def test_a_model_added_to_the_catalogue_brings_its_stems_to_presets(tmp_path, monkeypatch):
+    """Stem names come from the catalogues, not a list here: a new drum model's pieces
+    (say, cowbell and shaker) are allowed as soon as its entry exists."""
+    import dataclasses
+
+    from daw_bridge.models.msst.catalog import MSST_MODELS
+
+    text = 'name = "kit"\n[stems.cowbell]\ngain_db = -2\n[stems.no_shaker]\nmute = true\n'
+    with pytest.raises(PresetError, match="'cowbell' is not a stem of any model"):
+        read_preset_file(write(tmp_path, text))
+    pieces = ("kick", "snare", "cowbell", "shaker")
+    kit = dataclasses.replace(MSST_MODELS["drumsep"], name="percussion", stems=pieces)
+    monkeypatch.setitem(MSST_MODELS, "percussion", kit)
+    preset = read_preset_file(write(tmp_path, text))
+    assert preset.settings_for("cowbell").gain_db == -2.0 and preset.settings_for("no_shaker").mute
+
+
+def test_the_six_piece_drum_models_pieces_are_stems_for_presets(tmp_path):
+    text = 'name = "kit"\n[stems.hh]\ngain_db = -2\n[stems.ride]\nmute = true\n'
+    preset = read_preset_file(write(tmp_path, text))
+    assert preset.settings_for("hh").gain_db == -2.0 and preset.settings_for("ride").mute
+
+
+def test_a_misspelt_stem_gets_a_suggestion_and_the_full_list(tmp_path):
+    with pytest.raises(PresetError) as refused:
+        read_preset_file(write(tmp_path, 'name = "x"\n[stems.snares]\ngain_db = 1\n'))
+    assert "Did you mean 'snare'?" in refused.value.problem
+    assert "kick" in refused.value.fix and "instrumental" in refused.value.fix

@@ -229,12 +229,17 @@ def test_midi_for_stems_lands_on_tracks_below_the_stems(reaper, server, source) 
     assert [round(mido.tempo2bpm(t), 3) for t in tempi] == [93.0]
 
 
+OTHER_SETTINGS = 3  # the Settings menu's line after the two model pick lists
+
+
 def test_settings_are_kept_with_ext_state(reaper) -> None:
-    reaper.user_inputs.append("tcp://127.0.0.1:6000|dsp|/tmp/stems|2|0|1|1|drums|vocals")
+    reaper.menu_answers.append(OTHER_SETTINGS)
+    reaper.user_inputs.append("tcp://127.0.0.1:6000|/tmp/stems|2|0|1|1|drums|vocals")
     reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SETTINGS)
+    assert reaper.menus[-1][0].split("|")[OTHER_SETTINGS - 1] == "Other settings..."
     state = {key: value for (section, key), value in reaper.persistent_ext_state.items()}
     assert state["address"] == "tcp://127.0.0.1:6000"
-    assert state["model"] == "dsp" and state["out_dir"] == "/tmp/stems"
+    assert "model" not in state and state["out_dir"] == "/tmp/stems"
     assert (state["stem_set"], state["autostart"], state["mute_original"]) == ("2", "0", "1")
     assert state["midi"] == "drums" and state["keep"] == "vocals"
 
@@ -242,13 +247,14 @@ def test_settings_are_kept_with_ext_state(reaper) -> None:
 def test_settings_show_one_caption_per_field_as_reaper_splits_them(reaper) -> None:
     """REAPER splits GetUserInputs' captions at every comma: a comma in a caption
     shifts every later label onto the wrong field (issue 15)."""
-    reaper.user_inputs.append("tcp://127.0.0.1:6000|dsp|/tmp/stems|2|0|1|1|drums bass|vocals")
+    reaper.menu_answers.append(OTHER_SETTINGS)
+    reaper.user_inputs.append("tcp://127.0.0.1:6000|/tmp/stems|2|0|1|1|drums bass|vocals")
     reaper.run_script(reaper.resource_path / "Scripts" / "daw-bridge" / SETTINGS)
 
     (_title, captions, defaults) = reaper.user_input_calls[-1]
-    assert len(captions) == len(defaults) == 9
-    assert captions[3].startswith("Stems with presets") and captions[7].startswith("MIDI for")
-    assert captions[8].startswith("Stems to keep")
+    assert len(captions) == len(defaults) == 8
+    assert captions[2].startswith("Stems with presets") and captions[6].startswith("MIDI for")
+    assert captions[7].startswith("Stems to keep")
     state = {key: value for (section, key), value in reaper.persistent_ext_state.items()}
     assert state["midi"] == "drums bass" and state["keep"] == "vocals"
 

@@ -13,6 +13,8 @@ and the licence as its author states it. Rulers are never mixed:
   Multisong dataset.
 - ``DrumSep test, MSST table``: the drum-kit models' rows of MSST's
   ``pretrained_models.md``, measured on the DrumSep test set (per piece, no average).
+- The authors' validation SDR written in a checkpoint's file name (``sdr_10.8059``):
+  their own validation set, comparable with nothing else.
 
 Facts were gathered from the authors' pages on 2026-11-27; "mirror" marks a
 SHA-256 and size read from a Hugging Face mirror's copy, not from the author.
@@ -20,18 +22,20 @@ SHA-256 and size read from a Hugging Face mirror's copy, not from the author.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 from daw_bridge.errors import ModelUnavailableError
-from daw_bridge.models.catalog import Download
+from daw_bridge.models.catalog import OFFICIAL_HUB_URL, Download, hub_url
 
 _MSST = "https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/download/"
 _UVR = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
+_JARREDOU = "https://github.com/jarredou/models/releases/download/aufr33-jarredou_MDX23C_DrumSep_model_v0.1/"
 MUSDB = "MUSDB18-HQ test, MSST SDR"
 MULTISONG = "Multisong, MSST table"
 DRUMSEP = "DrumSep test, MSST table"
+DRUMSEP_MDX = "the authors' validation SDR, in the checkpoint's name"
 NO_LICENCE = "no licence stated by the author"
 MSST_WEIGHTS = "no licence stated for the weights (MSST's code is MIT)"
 
@@ -59,16 +63,27 @@ class MsstModel:
     samplerate: int = 44100
     description: str = ""
 
+    def checkpoint_download(self) -> Download:
+        """The checkpoint to download; one on the Hugging Face hub from the mirror in
+        ``$HF_ENDPOINT`` where that is set (same file, same checks)."""
+        return _mirrored(self.checkpoint)
+
     def config_download(self) -> Download | None:
         """The config to download, where it is not one shipped here."""
         if not self.config.startswith("https://"):
             return None
-        return Download(self.config.rsplit("/", 1)[1], self.config, None, "")
+        return _mirrored(Download(self.config.rsplit("/", 1)[1], self.config, None, ""))
 
     def shipped_config(self) -> Path | None:
         if self.config.startswith("https://"):
             return None
         return Path(str(resources.files("daw_bridge.models.msst.configs") / self.config))
+
+
+def _mirrored(source: Download) -> Download:
+    if not source.url.startswith(OFFICIAL_HUB_URL):
+        return source
+    return replace(source, url=hub_url() + source.url.removeprefix(OFFICIAL_HUB_URL))
 
 
 def _ckpt(url: str, size: int | None = None, sha256: str = "") -> Download:
@@ -208,6 +223,24 @@ MSST_MODELS: dict[str, MsstModel] = {
                 Score(DRUMSEP, "cymbals", 5.03),  # the table's "hh-cymbals"
             ),
             description="HDemucs drum kit into kick, snare, cymbals and toms (drumsep).",
+        ),
+        MsstModel(
+            name="drumsep_mdx23c",
+            model_type="mdx23c",
+            checkpoint=_ckpt(
+                _JARREDOU + "aufr33-jarredou_DrumSep_model_mdx23c_ep_141_sdr_10.8059.ckpt"
+            ),
+            # Published with the checkpoint; not among MSST's repository configs.
+            config=_JARREDOU + "aufr33-jarredou_DrumSep_model_mdx23c_ep_141_sdr_10.8059.yaml",
+            stems=("kick", "snare", "toms", "hh", "ride", "crash"),
+            author="aufr33 and jarredou",
+            licence=(
+                "not stated on the release page; a community report says the authors' "
+                "earlier page named CC BY-NC-SA 4.0 (non-commercial): check before "
+                "commercial use"
+            ),
+            scores=(Score(DRUMSEP_MDX, "average", 10.81),),
+            description="MDX23C drum kit into kick, snare, toms, hi-hat, ride and crash.",
         ),
     )
 }

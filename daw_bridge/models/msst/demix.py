@@ -28,7 +28,9 @@ averaged (no fades, so the batch size does not change the result).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,47 +90,73 @@ def demix(
     mix: np.ndarray,
     chunking: Chunking,
     num_stems: int,
+    **options: Any,
+) -> np.ndarray:
+    """``(stems, channels, samples)`` from ``mix`` ``(channels, samples)``: the blocks of
+    :func:`demix_stream` for the whole mix, joined. ``options`` are those of
+    :func:`demix_stream`."""
+    mix = np.asarray(mix, dtype=np.float32)
+    if mix.ndim == 1:
+        mix = mix[np.newaxis]
+    blocks = list(demix_stream(model, [mix], mix.shape[-1], chunking, num_stems, **options))
+    if not blocks:
+        return np.zeros((num_stems, *mix.shape), np.float32)
+    return np.concatenate(blocks, axis=-1)
+
+
+def demix_stream(
+    model: torch.nn.Module,
+    blocks: Iterable[np.ndarray],
+    length: int,
+    chunking: Chunking,
+    num_stems: int,
     *,
     device: torch.device | str = "cpu",
     target_index: int | None = None,
     configured_stems: int | None = None,
-    autocast: bool = False,
+    autocast: bool | torch.dtype = False,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
-) -> np.ndarray:
-    """``(stems, channels, samples)`` from ``mix`` ``(channels, samples)``.
+) -> Iterator[np.ndarray]:
+    """MSST's ``demix`` on a mix of ``length`` samples arriving in ``(channels, n)`` blocks:
+    yields ``(stems, channels, m)`` blocks as soon as no later chunk reaches them, so
+    memory stays bounded (about a batch of chunks) whatever the length.
+
+    The sums are made in the same order as over the whole mix, so the output is the
+    same, bit for bit. The length must be known up front, since MSST decides the
+    padding and the last batch's fades from it.
 
     ``target_index``: of the ``configured_stems`` the config names, only this one
     is wanted (MSST's ``target_instrument``; ``num_stems`` is then 1); the other
     heads are skipped where the model allows it (``active_stem_ids``).
-    ``autocast``: mixed precision on the device (MSST enables it on CUDA when the
-    config's ``training.use_amp`` is on).
+    ``autocast``: mixed precision on the device: True for the device's default type
+    (MSST enables it on CUDA when the config's ``training.use_amp`` is on), or a dtype
+    such as ``torch.bfloat16``.
     """
-    audio = torch.as_tensor(np.asarray(mix, dtype=np.float32))
-    if audio.dim() == 1:
-        audio = audio.unsqueeze(0)
-    mono = audio.shape[0] == 1
-    if mono:
-        audio = audio.repeat(2, 1)
-    length = audio.shape[-1]
     size, step, fade, border = chunking.chunk_size, chunking.step, chunking.fade, chunking.border
     padded = length > 2 * border and border > 0
-    if padded:
-        audio = F.pad(audio, (border, border), mode="reflect")
-    total = audio.shape[-1]
+    pad = border if padded else 0
+    total = length + 2 * pad
     starts = list(range(0, total, step))
     window = fade_window(size, fade)
-    result = torch.zeros((num_stems, *audio.shape), dtype=torch.float32)
-    weight = torch.zeros_like(result)
     heads = _active_heads(model, target_index, configured_stems or num_stems)
     device_type = torch.device(device).type
-    with torch.autocast(device_type, enabled=autocast), torch.inference_mode():
+    dtype = autocast if isinstance(autocast, torch.dtype) else None
+    stereo = _StereoBlocks(blocks, length)
+    inputs = _Samples(_reflect_padded(iter(stereo), pad))
+    result = weight = torch.zeros(0)
+    held_from = 0  # where ``result`` and ``weight`` start, in padded samples
+    with torch.autocast(device_type, dtype, enabled=bool(autocast)), torch.inference_mode():
         for first in range(0, len(starts), chunking.batch_size):
             if should_cancel is not None and should_cancel():
                 raise CancelledError()
             batch = starts[first : first + chunking.batch_size]
+            inputs.read_until(min(batch[-1] + size, total))
             chunks = torch.stack(
-                [_chunk(audio, start, size, chunking.mode).to(device) for start in batch]
+                [
+                    _chunk(inputs.span(start, size), size, chunking.mode).to(device)
+                    for start in batch
+                ]
             )
             output = model(chunks) if heads is None else model(chunks, active_stem_ids=heads)
             output = _stems_first(output, num_stems, target_index)
@@ -137,24 +165,107 @@ def demix(
                 weights[:fade] = 1
             elif batch[-1] + step >= total:  # a batch holding the last chunk: no fade-out
                 weights[-fade:] = 1
+            reach = min(batch[-1] + size, total)
+            if first == 0:
+                result = weight = torch.zeros((num_stems, chunks.shape[1], 0))
+            if result.shape[-1] < reach - held_from:
+                grow = torch.zeros((*result.shape[:2], reach - held_from - result.shape[-1]))
+                result, weight = torch.cat([result, grow], -1), torch.cat([weight, grow], -1)
             for index, start in enumerate(batch):
                 span = min(size, total - start)
-                result[..., start : start + span] += (
-                    output[index, ..., :span].cpu() * weights[:span]
-                )
-                weight[..., start : start + span] += weights[:span]
+                at = start - held_from
+                result[..., at : at + span] += output[index, ..., :span].cpu() * weights[:span]
+                weight[..., at : at + span] += weights[:span]
+            done = starts[first + len(batch)] if first + len(batch) < len(starts) else total
+            finished = (result[..., : done - held_from] / weight[..., : done - held_from]).numpy()
+            np.nan_to_num(finished, copy=False, nan=0.0)
+            kept = finished[..., max(0, pad - held_from) : max(0, pad + length - held_from)]
+            result, weight = result[..., done - held_from :], weight[..., done - held_from :]
+            inputs.forget_before(done)
+            held_from = done
             if progress is not None:
                 progress(min(1.0, (first + len(batch)) / len(starts)))
-    stems = (result / weight).numpy()
-    np.nan_to_num(stems, copy=False, nan=0.0)
-    if padded:
-        stems = stems[..., border:-border]
-    return stems[:, :1] if mono else stems
+            if kept.shape[-1]:
+                yield kept[:, :1] if stereo.mono else kept
 
 
-def _chunk(audio: torch.Tensor, start: int, size: int, how: str) -> torch.Tensor:
-    """``size`` samples from ``start``; a short last chunk padded as MSST pads it."""
-    part = audio[:, start : start + size]
+class _StereoBlocks:
+    """The blocks as tensors, a mono mix doubled to stereo as MSST does (``mono`` says
+    so, to undo it); checks that they hold the announced ``length`` in all."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], length: int) -> None:
+        self._blocks, self._length, self.mono = blocks, length, False
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        seen = 0
+        for block in self._blocks:
+            audio = torch.as_tensor(np.asarray(block, dtype=np.float32))
+            if audio.dim() == 1:
+                audio = audio.unsqueeze(0)
+            seen += audio.shape[-1]
+            if seen > self._length:
+                raise ValueError(f"the mix has more than the {self._length} samples announced")
+            self.mono = audio.shape[0] == 1
+            yield audio.repeat(2, 1) if self.mono else audio
+        if seen != self._length:
+            raise ValueError(f"the mix has {seen} samples, not the {self._length} announced")
+
+
+def _reflect_padded(blocks: Iterator[torch.Tensor], pad: int) -> Iterator[torch.Tensor]:
+    """The blocks with ``pad`` samples mirrored on both ends, as ``F.pad(mode="reflect")``
+    pads the whole mix: the head mirrors samples 1..pad, the tail the ``pad`` samples
+    before the last. The last ``pad + 1`` samples are held back until the end."""
+    if pad == 0:
+        yield from blocks
+        return
+    held: torch.Tensor | None = None
+    started = False
+    for block in blocks:
+        held = block if held is None else torch.cat([held, block], -1)
+        if not started:
+            if held.shape[-1] <= pad:
+                continue
+            yield held[:, 1 : pad + 1].flip(-1)
+            started = True
+        if held.shape[-1] > pad + 1:
+            yield held[:, : -(pad + 1)]
+            held = held[:, -(pad + 1) :]
+    if held is not None:  # padding is only asked for a mix longer than 2 * pad
+        yield held
+        yield held[:, :-1].flip(-1)
+
+
+class _Samples:
+    """A window on the padded mix: reads blocks on demand, forgets what no chunk needs."""
+
+    def __init__(self, blocks: Iterator[torch.Tensor]) -> None:
+        self._blocks = blocks
+        self._held: list[torch.Tensor] = []
+        self._start = 0  # padded position of the first held sample
+        self._end = 0
+
+    def read_until(self, end: int) -> None:
+        while self._end < end:
+            block = next(self._blocks)
+            self._held.append(block)
+            self._end += block.shape[-1]
+
+    def span(self, start: int, size: int) -> torch.Tensor:
+        """Samples ``[start, start + size)``, fewer at the end of the mix."""
+        if len(self._held) > 1:
+            self._held = [torch.cat(self._held, -1)]
+        held = self._held[0]
+        return held[:, start - self._start : start - self._start + size]
+
+    def forget_before(self, position: int) -> None:
+        if self._held and position > self._start:
+            held = torch.cat(self._held, -1) if len(self._held) > 1 else self._held[0]
+            self._held = [held[:, position - self._start :].clone()]
+            self._start = position
+
+
+def _chunk(part: torch.Tensor, size: int, how: str) -> torch.Tensor:
+    """A chunk of ``size`` samples; a short last chunk padded as MSST pads it."""
     missing = size - part.shape[-1]
     if missing == 0:
         return part

@@ -18,16 +18,21 @@ its arguments. It is built from demucs's own class with the arguments MSST's
 from __future__ import annotations
 
 import importlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from daw_bridge.errors import ModelUnavailableError
+from daw_bridge.errors import InvalidOptionError, ModelUnavailableError
 from daw_bridge.models.msst.config import load_config
-from daw_bridge.models.msst.demix import Chunking, demix
+from daw_bridge.models.msst.demix import Chunking, demix_stream
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
+
+log = logging.getLogger(__name__)
 
 #: MSST ``model_type`` -> (module, class) of our implementation.
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -216,6 +221,7 @@ class MsstSeparator:
         *,
         device: torch.device | str = "cpu",
         batch_size: int | None = None,
+        precision: str = "auto",
     ) -> None:
         self.name, self.config, self.model_type = name, config, model_type
         self.device = torch.device(device)
@@ -226,7 +232,7 @@ class MsstSeparator:
         self.channels = int(audio.get("num_channels") or training.get("channels") or 2)
         self.chunking = chunking_of(model_type, config, batch_size)
         self.normalize = bool(inference.get("normalize", False))
-        self.autocast = bool(training.get("use_amp", True)) and self.device.type == "cuda"
+        self.autocast = _autocast(precision, self.device, bool(training.get("use_amp", True)))
         instruments = list(training["instruments"])
         self.target = training.get("target_instrument") or None
         self.target_index = instruments.index(self.target) if self.target else None
@@ -245,14 +251,60 @@ class MsstSeparator:
     ) -> np.ndarray:
         """``(stems, channels, samples)`` with the input's channel count."""
         mix = np.asarray(mix, dtype=np.float32)
-        prepared = _with_channels(mix, self.channels)
-        audio, mean, std = prepared, 0.0, 1.0
-        if self.normalize:
-            mean, std = _mean_and_std(prepared)
-            audio = (prepared - mean) / std
-        stems = demix(
+        mean, std = _mean_and_std(_with_channels(mix, self.channels))
+        blocks = self.separate_stream(
+            [mix],
+            channels=mix.shape[0],
+            mean=mean,
+            std=std,
+            frames_hint=mix.shape[-1],
+            progress=progress,
+            should_cancel=should_cancel,
+            biased_std=True,
+        )
+        return np.concatenate(list(blocks), axis=-1)
+
+    def separate_stream(
+        self,
+        blocks: Iterable[np.ndarray],
+        *,
+        channels: int,
+        mean: float,
+        std: float,
+        frames_hint: int | None = None,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        biased_std: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """:meth:`separate` for a mix arriving in ``(channels, n)`` blocks, in bounded memory
+        (what :func:`~daw_bridge.separation.pipeline.stream_split` calls for long files).
+
+        ``mean`` and ``std`` are those of the whole mix's mono sum, from a first pass
+        over the file; ``std`` is the unbiased one there (as for Demucs), which is turned
+        into MSST's (numpy's, biased) here, unless ``biased_std``.
+        Yields ``(stems, channels, m)`` blocks adding up to the mix's length.
+        """
+        if frames_hint is None:  # MSST's padding needs the length: read it all
+            whole = np.concatenate([np.asarray(block, np.float32) for block in blocks], axis=1)
+            blocks, frames_hint = [whole], whole.shape[-1]
+        if not biased_std and frames_hint > 1:
+            std *= float(np.sqrt((frames_hint - 1) / frames_hint))
+        if not np.isfinite(std) or std <= np.finfo(np.float32).eps:
+            std = 1.0
+        if not self.normalize:
+            mean, std = 0.0, 1.0
+        prepared: deque[np.ndarray] = deque()  # the model's mix, not yet matched by stems
+
+        def model_blocks() -> Iterator[np.ndarray]:
+            for block in blocks:
+                block = _with_channels(np.asarray(block, dtype=np.float32), self.channels)
+                prepared.append(block)
+                yield (block - mean) / std if self.normalize else block
+
+        estimates = demix_stream(
             self.model,
-            audio,
+            model_blocks(),
+            frames_hint,
             self.chunking,
             1 if self.target else len(self.sources),
             device=self.device,
@@ -262,13 +314,60 @@ class MsstSeparator:
             progress=progress,
             should_cancel=should_cancel,
         )
-        if self.normalize:
-            stems = stems * std + mean
-        if self.target:  # the complement, from the mix the model was given
-            stems = np.concatenate([stems, (prepared - stems[0])[np.newaxis]])
-        if stems.shape[1] != mix.shape[0]:  # a mono mix through a stereo model
-            stems = stems.mean(axis=1, keepdims=True)
-        return stems.astype(np.float32, copy=False)
+        for stems in estimates:
+            if self.normalize:
+                stems = stems * std + mean
+            if self.target:  # the complement, from the mix the model was given
+                mix = _take(prepared, stems.shape[-1])
+                stems = np.concatenate([stems, (mix - stems[0])[np.newaxis]])
+            if stems.shape[1] != channels:  # a mono mix through a stereo model
+                stems = stems.mean(axis=1, keepdims=True)
+            yield stems.astype(np.float32, copy=False)
+
+
+def _take(blocks: deque[np.ndarray], frames: int) -> np.ndarray:
+    """The next ``frames`` samples of a queue of ``(channels, n)`` blocks."""
+    pieces = []
+    while frames:
+        block = blocks[0]
+        pieces.append(block[:, :frames])
+        if block.shape[-1] > frames:
+            blocks[0] = block[:, frames:]
+        else:
+            blocks.popleft()
+        frames -= pieces[-1].shape[-1]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+
+
+#: ``auto``: as MSST runs (mixed precision on CUDA where the config's ``use_amp`` says so,
+#: float32 elsewhere); ``float32``: exact everywhere; ``half``: mixed precision, float16 on
+#: CUDA and bfloat16 on a CPU.
+PRECISIONS = ("auto", "float32", "half")
+
+
+def _autocast(precision: str, device: torch.device, use_amp: bool) -> bool | torch.dtype:
+    """What :func:`~daw_bridge.models.msst.demix.demix_stream` gets as ``autocast``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if precision == "float32" or (precision == "auto" and not use_amp):
+        return False
+    if device.type == "cuda":
+        return torch.float16
+    if precision != "half":
+        return False
+    if device.type == "cpu" and not cpu_computes_bf16():
+        raise InvalidOptionError(
+            "Half precision on a CPU needs bfloat16 in hardware (AVX-512 BF16 or AMX); "
+            "this CPU has neither, so it would be slower, not faster (and some layers, "
+            "such as SCNet's LSTMs, have no bfloat16 kernel here).",
+            "Drop --half on this machine, or use a GPU (--device cuda).",
+        )
+    return torch.bfloat16
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions torch's kernels use (AVX-512 BF16, AMX)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def _with_channels(mix: np.ndarray, channels: int) -> np.ndarray:
@@ -281,12 +380,9 @@ def _with_channels(mix: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _mean_and_std(mix: np.ndarray) -> tuple[float, float]:
-    """MSST's normalisation statistics: of the mono mix; a silent mix keeps std 1."""
+    """MSST's normalisation statistics: of the mono mix (numpy's std, biased)."""
     mono = mix.mean(0)
-    mean, std = mono.mean(), mono.std()
-    if not np.isfinite(std) or std <= np.finfo(np.float32).eps:
-        std = 1.0
-    return mean, std
+    return mono.mean(), mono.std()
 
 
 def load_msst(
@@ -296,12 +392,50 @@ def load_msst(
     name: str | None = None,
     **options: Any,
 ) -> MsstSeparator:
-    """An MSST checkpoint with its published YAML config."""
+    """An MSST checkpoint with its published YAML config. ``backend="openvino"`` runs the
+    network's real-valued middle in OpenVINO where that path was kept (see
+    :data:`OPENVINO_TYPES`); other architectures and backends run in torch."""
+    backend = options.pop("backend", None) or "auto"
     config = load_config(config_path)
     model_type = model_type or model_type_of(config)
     model = build_model(model_type, config)
     load_weights(model, checkpoint)
+    model = _on_backend(model, model_type, backend, torch.device(options.get("device", "cpu")))
     return MsstSeparator(name or Path(checkpoint).stem, model_type, config, model, **options)
+
+
+#: MSST model types with a kept OpenVINO path: faster than torch on a CPU, within -95 dB.
+#: SCNet converts too but was not faster (1.0x; SCNet-large 0.6x), so it stays in torch.
+OPENVINO_TYPES = ("mdx23c", "bs_roformer", "mel_band_roformer")
+
+
+def _on_backend(
+    model: torch.nn.Module, model_type: str, backend: str, device: torch.device
+) -> torch.nn.Module:
+    """The model, or its OpenVINO stand-in where ``backend`` asks for one and it pays."""
+    if backend != "openvino":
+        if backend not in ("auto", "torch"):
+            log.warning("MSST models have no %s path: %s runs in torch", backend, model_type)
+        return model
+    from daw_bridge.models.msst.accel import OpenVinoNetwork, openvino_available
+
+    if device.type != "cpu":
+        raise InvalidOptionError(
+            f"The OpenVINO backend runs on the CPU, not on {device}.",
+            "Drop --backend openvino, or use --device cpu.",
+        )
+    if not openvino_available():
+        raise InvalidOptionError(
+            "The OpenVINO backend was asked for, but openvino is not installed.",
+            "pip install openvino, or drop --backend openvino.",
+        )
+    if model_type not in OPENVINO_TYPES:
+        log.warning(
+            "no OpenVINO path is kept for %s (not faster than torch): it runs in torch",
+            model_type,
+        )
+        return model
+    return OpenVinoNetwork(model)
 
 
 def config_beside(checkpoint: Path) -> Path:

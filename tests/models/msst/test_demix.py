@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from daw_bridge.errors import CancelledError
-from daw_bridge.models.msst.demix import Chunking, demix, fade_window
+from daw_bridge.models.msst.demix import Chunking, demix, demix_stream, fade_window
 from tests.models.msst.conftest import reference_config
 
 reference = pytest.importorskip(
@@ -135,3 +135,68 @@ def test_chunkings_msst_refuses_are_refused():
         Chunking(100, 200, 1)  # more overlaps than samples: a zero step
     with pytest.raises(ValueError):
         Chunking(100, 4, 0)
+
+
+def in_blocks(mix: np.ndarray, sizes: list[int]):
+    """The mix cut at the given block sizes (cycled), as a file reader hands it out."""
+    at, index = 0, 0
+    while at < mix.shape[-1]:
+        size = sizes[index % len(sizes)]
+        yield mix[:, at : at + size]
+        at, index = at + size, index + 1
+
+
+@pytest.mark.parametrize(
+    ("frames", "chunking", "sizes"),
+    [
+        (10_000, Chunking(1000, 4, 3), [1]),  # sample by sample: the mirrored head waits
+        (10_000, Chunking(1000, 4, 3), [777, 5, 4096]),
+        (7_777, Chunking(1000, 4, 2), [1500]),  # a reflect-padded short last chunk
+        (7_300, Chunking(1000, 4, 8), [333]),
+        (1_200, Chunking(1000, 4, 2), [100]),  # too short to pad
+        (4_000, Chunking(1000, 1, 2), [999]),  # no overlap
+        (9_000, Chunking(1000, 3, 2, mode="demucs"), [640, 2]),  # MSST's demucs mode
+    ],
+)
+def test_a_mix_in_blocks_gives_the_whole_mix_stems_bit_for_bit(frames, chunking, sizes):
+    mix = np.random.default_rng(frames).standard_normal((2, frames)).astype(np.float32)
+    whole = demix(PositionSensitive(2), mix, chunking, 2)
+    parts = list(demix_stream(PositionSensitive(2), in_blocks(mix, sizes), frames, chunking, 2))
+    np.testing.assert_array_equal(np.concatenate(parts, axis=-1), whole)
+
+
+def test_a_mono_mix_in_blocks_comes_back_mono():
+    mix = np.random.default_rng(4).standard_normal((1, 6_000)).astype(np.float32)
+    chunking = Chunking(1000, 4, 2)
+    parts = list(demix_stream(PositionSensitive(2), in_blocks(mix, [700]), 6_000, chunking, 2))
+    assert all(part.shape[:2] == (2, 1) for part in parts)
+    np.testing.assert_array_equal(
+        np.concatenate(parts, axis=-1), demix(PositionSensitive(2), mix, chunking, 2)
+    )
+
+
+def test_stems_come_out_while_the_mix_is_still_being_read():
+    """Memory stays bounded: when a block of stems comes out, the reader is at most a
+    batch of chunks ahead of it."""
+    chunking = Chunking(1000, 4, 2)
+    frames, read = 200_000, [0]
+    mix = np.random.default_rng(5).standard_normal((2, frames)).astype(np.float32)
+
+    def reader():
+        for block in in_blocks(mix, [500]):
+            read[0] += block.shape[-1]
+            yield block
+
+    written = 0
+    for part in demix_stream(PositionSensitive(1), reader(), frames, chunking, 1):
+        written += part.shape[-1]
+        assert read[0] - written <= chunking.batch_size * chunking.step + 2 * chunking.chunk_size
+    assert written == frames
+
+
+def test_a_mix_shorter_or_longer_than_announced_is_an_error():
+    mix = np.zeros((2, 5_000), np.float32)
+    with pytest.raises(ValueError, match="not the 6000 announced"):
+        list(demix_stream(PositionSensitive(1), [mix], 6_000, Chunking(1000, 4, 2), 1))
+    with pytest.raises(ValueError, match="more than the 4000"):
+        list(demix_stream(PositionSensitive(1), [mix], 4_000, Chunking(1000, 4, 2), 1))

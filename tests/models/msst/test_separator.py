@@ -191,3 +191,75 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
         read_state_dict(hostile)
     assert "system" in error.value.problem  # what it would have called
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "config_musdb18_scnet.yaml",  # normalised by the whole file's level
+        "model_bs_roformer_ep_317_sdr_12.9755.yaml",  # one target and its complement
+    ],
+)
+def test_a_file_is_split_in_blocks_with_the_stems_msst_gives_for_the_whole(name, tmp_path):
+    """Long files stream: the file is read and the stems written block by block (6 s
+    blocks, far fewer samples than the file), and still equal MSST's whole-mix stems."""
+    import soundfile
+
+    from daw_bridge.separation.pipeline import can_stream, split_file
+
+    model_type = CASES[name][0]
+    config = shrunk(name)
+    model = msst_model(model_type, config)
+    separator = load_separator(str(save_as_msst(model, config, tmp_path, "bare")))
+    assert can_stream(separator)
+    frames = 13 * 44100  # three blocks
+    mix = 0.3 * np.random.default_rng(9).standard_normal((2, frames)).astype(np.float32)
+    soundfile.write(tmp_path / "song.wav", mix.T, 44100, subtype="FLOAT")
+
+    result = split_file(tmp_path / "song.wav", separator, tmp_path / "out", sum_to_input=False)
+
+    theirs = msst_stems(model, model_type, config, mix)
+    for stem, path in result.stems.items():
+        ours, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        assert rate == 44100 and ours.shape == (frames, 2)
+        if stem in theirs:
+            assert relative_error(theirs[stem], ours.T) < TOLERANCE, stem
+        else:  # the complement of a one-target model: the mix minus the target
+            vocals = soundfile.read(result.stems["vocals"], dtype="float32")[0]
+            np.testing.assert_allclose(ours, mix.T - vocals, atol=1e-6)
+
+
+def test_half_precision_is_a_choice_close_to_float32_and_float32_is_msst_exact(
+    tmp_path, monkeypatch
+):
+    """On a CPU with bfloat16 instructions, ``half`` runs the network in bfloat16
+    (autocast): it changes the stems, but only a little; ``auto`` and ``float32`` are
+    MSST's float32. (Pretended here where the CPU lacks them: bfloat16 is then emulated.)"""
+    from daw_bridge.models.msst import separator as module
+
+    monkeypatch.setattr(module, "cpu_computes_bf16", lambda: True)
+    name = "model_bs_roformer_ep_317_sdr_12.9755.yaml"
+    config = shrunk(name)
+    checkpoint = save_as_msst(msst_model("bs_roformer", config), config, tmp_path, "bare")
+    mix = 0.3 * np.random.default_rng(10).standard_normal((2, 44100)).astype(np.float32)
+    yaml_path = tmp_path / "model.yaml"
+    exact = module.load_msst(checkpoint, yaml_path).separate(mix)
+    same = module.load_msst(checkpoint, yaml_path, precision="float32").separate(mix)
+    half = module.load_msst(checkpoint, yaml_path, precision="half").separate(mix)
+    np.testing.assert_array_equal(same, exact)
+    deviation = np.sum((half - exact) ** 2) / np.sum(exact**2)
+    assert 0 < deviation < 1e-2  # changed, by less than -20 dB of the stems' energy
+    with pytest.raises(ValueError, match="one of auto, float32, half"):
+        module.load_msst(checkpoint, yaml_path, precision="int8")
+
+
+def test_half_precision_on_a_cpu_without_bfloat16_is_refused_with_the_fix(tmp_path, monkeypatch):
+    from daw_bridge.errors import InvalidOptionError
+    from daw_bridge.models.msst import separator as module
+
+    monkeypatch.setattr(module, "cpu_computes_bf16", lambda: False)
+    config = shrunk("config_musdb18_scnet.yaml")
+    checkpoint = save_as_msst(msst_model("scnet", config), config, tmp_path, "bare")
+    with pytest.raises(InvalidOptionError, match="AVX-512 BF16 or AMX") as refused:
+        load_separator(str(checkpoint), half=True, device="cpu")
+    assert "Drop --half" in refused.value.fix

@@ -1,0 +1,37 @@
+"""Reading the TOML files users write (presets, ensembles), with errors that say what to
+fix: one place for the file and syntax problems, so every kind of file reports them alike."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from daw_bridge.errors import DawBridgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def read_toml(path: Path, kind: str, error: type[DawBridgeError], syntax: str) -> dict[str, Any]:
+    """The table in ``path``, a ``kind`` file (e.g. "preset"); ``error`` is raised with the
+    problem and its fix, ``syntax`` being the kind's reminder of what TOML looks like."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as missing:
+        raise error(
+            f"{kind.capitalize()} file not found: {path}",
+            f"Check the path, or use a {kind} name.",
+        ) from missing
+    except (OSError, UnicodeDecodeError) as unreadable:
+        raise error(
+            f"Cannot read the {kind} file {path} ({unreadable}).", "Save it as UTF-8 text (TOML)."
+        ) from unreadable
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as invalid:
+        raise error(
+            f"{path} is not valid TOML: {invalid}.", f"Fix the syntax at that line ({syntax})."
+        ) from invalid
