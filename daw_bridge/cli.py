@@ -10,8 +10,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from daw_bridge import __version__
 from daw_bridge.errors import DawBridgeError, ModelUnavailableError
@@ -52,7 +55,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="htdemucs",
         help="htdemucs (default), htdemucs_ft, htdemucs_6s, hdemucs_mmi, a checkpoint "
-        "file (.th), or dsp (classical, no weights, lower quality)",
+        "file (.th), dsp (classical, no weights, lower quality), or an ensemble: a name "
+        "such as best-vocals, a .toml file, or stem=model,... (`daw-bridge models` lists all)",
+    )
+    parser.add_argument(
+        "--model-config",
+        type=Path,
+        metavar="YAML",
+        help="the YAML config of an MSST checkpoint given to --model, where it is not "
+        "saved beside it as <checkpoint>.yaml",
     )
     parser.add_argument(
         "--model-dir",
@@ -63,7 +74,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--no-download", action="store_true", help="never download weights; fail if missing"
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--half", action="store_true", help="half precision (CUDA only)")
+    parser.add_argument(
+        "--half",
+        action="store_true",
+        help="half precision: Demucs on CUDA only; MSST models float16 on CUDA, bfloat16 on CPU",
+    )
     parser.add_argument(
         "--shifts", type=int, default=0, help="random time shifts averaged (slower, +~0.2 dB)"
     )
@@ -149,6 +164,10 @@ def _build_parser() -> argparse.ArgumentParser:
     split.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_model_options(split)
 
+    from daw_bridge.batch import add_parser as add_batch_parser
+
+    add_batch_parser(commands, _add_model_options, _add_preset_options)
+
     demo = commands.add_parser(
         "demo", help="make a short synthetic song and split it (the quick-start check)"
     )
@@ -184,6 +203,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-dir", type=Path, help="folder holding the model weights")
     serve.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     _add_backend_option(serve)
+    from daw_bridge.cluster.options import add_options as add_cluster_options
+
+    add_cluster_options(serve)
     serve.add_argument("--state-dir", type=Path, help="jobs and stem cache (default: user cache)")
     serve.add_argument(
         "--cache-size-mb", type=int, default=2048, help="stem cache bound (default 2048)"
@@ -198,7 +220,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model-memory-mb",
         type=int,
         default=8192,
-        help="unload least recently used models above this memory use (default 8192)",
+        help="unload least recently used models when the loaded models' weights pass this "
+        "(default 8192)",
     )
     from daw_bridge.server.jobs import KEEP_DAYS, KEEP_JOBS
 
@@ -251,6 +274,13 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--autostart", action="store_true", help="start a server if none runs")
     submit.add_argument("--server-log", type=Path, help="log file of an autostarted server")
     submit.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    submit.add_argument("--server", default=argparse.SUPPRESS, help="as before the action")
+    submit.add_argument(
+        "--send-bytes",
+        action="store_true",
+        help="send the audio and fetch the stems as bytes (automatic when --server is "
+        "not this machine)",
+    )
     for name in ("status", "models", "shutdown"):
         actions.add_parser(name)
     for name in ("cancel", "result"):
@@ -266,101 +296,200 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_options(args: argparse.Namespace, model: str | None = None) -> dict[str, Any]:
+    """The :func:`~daw_bridge.models.loader.load_separator` arguments for ``model`` (default:
+    ``--model``) from the model options; shared with the Ray workers (``batch --ray``)."""
+    return {
+        "model": model or args.model,
+        "model_dir": args.model_dir,
+        "device": args.device,
+        "download": not args.no_download,
+        "shifts": args.shifts,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "half": args.half,
+        "backend": args.backend,
+        "model_config": args.model_config if model is None else None,
+    }
+
+
 def _load(args: argparse.Namespace, model: str | None = None):
     from daw_bridge.models.loader import load_separator
 
-    return load_separator(
-        model or args.model,
-        model_dir=args.model_dir,
-        device=args.device,
-        download=not args.no_download,
-        shifts=args.shifts,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        half=args.half,
-        backend=args.backend,
-    )
+    options = load_options(args, model)
+    return load_separator(options.pop("model"), **options)
 
 
-def _run_split(args: argparse.Namespace) -> int:
-    """Split a file; its stems, manifest, MIDI and processed stems appear all at once or not
-    at all (the server's delivery), so a failure never leaves a mixed or partial set."""
-    from daw_bridge.audio.io import check_span, open_span
-    from daw_bridge.delivery import Delivery, sweep
-    from daw_bridge.files import check_output_folder, ensure_writable
-    from daw_bridge.separation.keep import REST_STEM, check_keep, keep_stems
-    from daw_bridge.separation.pipeline import MANIFEST_NAME, output_folder, split_file, stem_names
+@dataclass
+class SplitSetup:
+    """What every song of a split needs, checked and loaded once (one model load per batch)."""
 
-    check_span(args.input, args.start, args.duration)  # before any download or model load
+    separator: Any
+    names: list[str]  # the stems delivered (after --two-stems / --keep)
+    keep: list[str]
+    kinds: list[str]
+    preset: Any
+    tail: str | None
+    drum_kit: Any
+    two_stems: str | None
+    sample_format: str
+    sum_to_input: bool
+
+
+@dataclass
+class SplitDone:
+    """The final paths of one song's delivered files."""
+
+    folder: Path
+    frames: int
+    samplerate: int
+    stems: dict[str, Path]
+    midi: dict[str, Path]
+    pieces: dict[str, Path]
+    processed: dict[str, Path]
+
+
+def prepare_split(args: argparse.Namespace, load: Callable[..., Any] | None = None) -> SplitSetup:
+    """Check the options and load the models, before any song is read or written.
+
+    ``load(args, model=None)`` loads a model (default: in this process; ``batch --ray``
+    loads them on its workers)."""
+    load = load or _load
+    from daw_bridge.files import check_output_folder
+    from daw_bridge.separation.keep import REST_STEM, check_keep
+    from daw_bridge.separation.pipeline import stem_names
+
     check_output_folder(args.out)
     kinds = parse_kinds(args.midi)
     if kinds:
-        from daw_bridge.midi.convert import check_kinds, midi_for_stems
+        from daw_bridge.midi.convert import check_kinds
 
         check_kinds(kinds)
     preset = None
     if args.preset:
-        from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
+        from daw_bridge.presets.apply import check_tail
         from daw_bridge.presets.library import load as load_preset
 
         preset = load_preset(args.preset)
         check_tail(args.tail)
-    separator = _load(args)
+    separator = load(args)
     keep = parse_kinds(args.keep)
     check_keep(keep, separator.sources, args.two_stems)  # before any inference
+    names = stem_names(separator, args.two_stems)
     drum_kit = None
     if args.drum_kit:
         from daw_bridge.separation.drum_kit import check_drum_kit
 
-        check_drum_kit(separator.sources if not args.two_stems else (), keep)
-        drum_kit = _load(args, args.drum_kit)
-    names = stem_names(separator, args.two_stems)
+        check_drum_kit(names, keep)  # the stems delivered: --two-stems drums has drums
+        drum_kit = load(args, args.drum_kit)
     if keep and set(names) - set(keep):
         names = [*keep, REST_STEM]
-    span = open_span(args.input, args.start, args.duration)
-    folder = output_folder(args.out, separator.name, span)
-    for name in [*(f"{n}.wav" for n in names), MANIFEST_NAME, *(f"{k}.mid" for k in kinds)]:
-        ensure_writable(folder / name, args.overwrite)  # refused before minutes of inference
+    return SplitSetup(
+        separator, names, keep, kinds, preset, args.tail, drum_kit, args.two_stems,
+        args.format, not args.no_residual,
+    )  # fmt: skip
+
+
+def split_song(
+    setup: SplitSetup,
+    source: Path,
+    folder: Path,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    overwrite: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> SplitDone:
+    """Split one song into ``folder``; its stems, manifest, MIDI and processed stems appear
+    all at once or not at all (the server's delivery), so a failure never leaves a mixed or
+    partial set."""
+    from daw_bridge.delivery import Delivery, sweep
+    from daw_bridge.files import ensure_writable
+    from daw_bridge.separation.keep import keep_stems
+    from daw_bridge.separation.pipeline import MANIFEST_NAME, split_file
+
+    kinds, preset = setup.kinds, setup.preset
+    wanted = [*(f"{n}.wav" for n in setup.names), MANIFEST_NAME, *(f"{k}.mid" for k in kinds)]
+    for name in wanted:
+        ensure_writable(folder / name, overwrite)  # refused before minutes of inference
     sweep(folder, _split_run_ended)
-    bar, update = _progress_bar(args.quiet, f"Splitting with {separator.name}")
-    with bar, Delivery(folder, f"cli-{os.getpid()}") as delivery:
+    with Delivery(folder, f"cli-{os.getpid()}") as delivery:
         result = split_file(
-            args.input,
-            separator,
-            args.out,
-            start=args.start,
-            duration=args.duration,
+            source,
+            setup.separator,
+            folder,
+            start=start,
+            duration=duration,
             into=delivery.staging,
-            two_stems=args.two_stems,
-            sample_format=args.format,
-            sum_to_input=not args.no_residual,
-            progress=update,
+            two_stems=setup.two_stems,
+            sample_format=setup.sample_format,
+            sum_to_input=setup.sum_to_input,
+            progress=progress,
         )
-        midi = midi_for_stems(result.stems, kinds) if kinds else {}
         pieces = {}
-        if drum_kit is not None:
+        if setup.drum_kit is not None:
             from daw_bridge.separation.drum_kit import DRUMS, split_drums
 
-            pieces = split_drums(result.stems[DRUMS], drum_kit, delivery.path(DRUMS), args.format)
-        stems = keep_stems(result.stems, keep, args.format)
+            pieces = split_drums(
+                result.stems[DRUMS], setup.drum_kit, delivery.path(DRUMS), setup.sample_format
+            )
+        midi = {}
+        if kinds:
+            from daw_bridge.midi.convert import midi_for_stems
+
+            # Drums MIDI takes kick and snare from their own pieces where the kit gave them.
+            midi = midi_for_stems(result.stems, kinds, pieces=pieces)
+        stems = keep_stems(result.stems, setup.keep, setup.sample_format)
         processed = {}
         if preset is not None:
+            from daw_bridge.presets.apply import apply_preset, processed_folder
+
             processed = apply_preset(
-                preset, stems, processed_folder(delivery.staging, preset), tail=args.tail
+                preset, stems, processed_folder(delivery.staging, preset), tail=setup.tail
             )
-        delivery.publish(args.overwrite, replace_in=[preset.name] if preset else [])
-    print(f"Stems ({result.frames} frames at {result.samplerate} Hz) in {folder}:")
-    for name, path in stems.items():
-        print(f"  {name:10s} {delivery.final(path)}")
+        delivery.publish(overwrite, replace_in=[preset.name] if preset else [])
+
+    def finals(staged: dict[str, Path]) -> dict[str, Path]:
+        return {name: delivery.final(path) for name, path in staged.items()}
+
+    return SplitDone(
+        folder, result.frames, result.samplerate, finals(stems), finals(midi), finals(pieces),
+        finals(processed),
+    )  # fmt: skip
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    """Split a file (see :func:`split_song`)."""
+    from daw_bridge.audio.io import check_span, open_span
+    from daw_bridge.separation.pipeline import MANIFEST_NAME, output_folder
+
+    check_span(args.input, args.start, args.duration)  # before any download or model load
+    setup = prepare_split(args)
+    span = open_span(args.input, args.start, args.duration)
+    folder = output_folder(args.out, setup.separator.name, span)
+    bar, update = _progress_bar(args.quiet, f"Splitting with {setup.separator.name}")
+    with bar:
+        done = split_song(
+            setup,
+            args.input,
+            folder,
+            start=args.start,
+            duration=args.duration,
+            overwrite=args.overwrite,
+            progress=update,
+        )
+    print(f"Stems ({done.frames} frames at {done.samplerate} Hz) in {folder}:")
+    for name, path in done.stems.items():
+        print(f"  {name:10s} {path}")
     print(f"  manifest   {folder / MANIFEST_NAME}")
-    for kind, path in midi.items():
-        print(f"  {kind + ' MIDI':10s} {delivery.final(path)}")
-    for piece, path in pieces.items():
-        print(f"  {'drums: ' + piece:10s} {delivery.final(path)}")
-    if preset is not None:
-        print(f"Preset {preset.name} applied, in {folder / preset.name}:")
-        for name, path in processed.items():
-            print(f"  {name:10s} {delivery.final(path)}")
+    for kind, path in done.midi.items():
+        print(f"  {kind + ' MIDI':10s} {path}")
+    for piece, path in done.pieces.items():
+        print(f"  {'drums: ' + piece:10s} {path}")
+    if setup.preset is not None:
+        print(f"Preset {setup.preset.name} applied, in {folder / setup.preset.name}:")
+        for name, path in done.processed.items():
+            print(f"  {name:10s} {path}")
     return 0
 
 
@@ -457,7 +586,25 @@ def _run_models(_args: argparse.Namespace) -> int:
         print(f"{pad}weights: {where}")
     print(f"{'dsp':{width}s}classical separator, no weights (low quality)")
     print(f"Download folder: {cache_dir()}")
+    _print_ensembles()
     return 0
+
+
+def _print_ensembles() -> None:
+    """Named ensembles in a section of their own: what each runs, or why its file is broken."""
+    from daw_bridge.separation.ensemble_library import describe_all, user_dir
+
+    described = describe_all()
+    print(f"\nEnsembles (--model NAME; your own .toml files go in {user_dir()}):")
+    width = max((len(entry.name) for entry, _, _ in described), default=0) + 2
+    pad = " " * width
+    for entry, ensemble, problem in described:
+        origin = "" if entry.origin == "built-in" else f" ({entry.origin}: {entry.path})"
+        if ensemble is None:
+            print(f"{entry.name:{width}s}BROKEN{origin}: {problem}")
+            continue
+        print(f"{entry.name:{width}s}{ensemble.description}{origin}")
+        print(f"{pad}runs: {ensemble.spec}")
 
 
 def _run_midi(args: argparse.Namespace) -> int:
@@ -477,21 +624,30 @@ def _run_midi(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    import contextlib
+
     from daw_bridge.server.server import Server, default_state_dir
 
-    Server(
-        args.bind,
-        args.model,
-        args.device,
-        args.state_dir or default_state_dir(),
-        model_dir=args.model_dir,
-        cache_bytes=args.cache_size_mb * 2**20,
-        max_message_bytes=args.max_message_mb * 2**20,
-        model_memory_bytes=args.model_memory_mb * 2**20,
-        backend=args.backend,
-        keep_days=args.keep_days,
-        keep_jobs=args.keep_jobs,
-    ).serve_forever()
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if args.ray:  # jobs still come over ZeroMQ; their separations run on the cluster
+            from daw_bridge.cluster.options import open_pool
+
+            cluster = stack.enter_context(open_pool(args))
+        Server(
+            args.bind,
+            args.model,
+            args.device,
+            args.state_dir or default_state_dir(),
+            model_dir=args.model_dir,
+            cache_bytes=args.cache_size_mb * 2**20,
+            max_message_bytes=args.max_message_mb * 2**20,
+            model_memory_bytes=args.model_memory_mb * 2**20,
+            backend=args.backend,
+            keep_days=args.keep_days,
+            keep_jobs=args.keep_jobs,
+            cluster=cluster,
+        ).serve_forever()
     return 0
 
 
@@ -524,17 +680,24 @@ def _run_client(args: argparse.Namespace) -> int:
             shown.append(line)
             print(line, flush=True)
 
+    remote = False
     if args.action == "apply":
         client = connect(args.server, args.timeout)
         job = client.apply(args.job, args.preset, tail=args.tail)
     else:
+        from daw_bridge.files import check_output_folder
+        from daw_bridge.protocol import is_local
+
         out = args.out or Path("separated") / args.input.stem
+        remote = args.send_bytes or not is_local(args.server)
+        if remote:  # the stems come here: refused now, not after the separation
+            check_output_folder(out)
         client = connect(args.server, args.timeout, args.autostart, args.server_log)
-        job = client.submit(
+        submit = client.submit_file if remote else partial(client.submit, out_dir=out)
+        job = submit(
             args.input,
-            out,
-            args.start,
-            args.duration,
+            start=args.start,
+            duration=args.duration,
             model=args.model,
             two_stems=args.two_stems,
             format=args.format,
@@ -557,6 +720,10 @@ def _run_client(args: argparse.Namespace) -> int:
         raise DawBridgeError(
             error.get("problem") or f"The job was {final['state']}.", error.get("fix") or None
         )
+    if args.action == "split" and remote:  # the stems come back as bytes, checked
+        final = {**final, "result": client.download(final, out, overwrite=args.overwrite)}
+        if args.status_file is not None:
+            write_status(args.status_file, final)
     for name, path in final["result"]["stems"].items():
         print(f"  {name:10s} {path}")
     for kind, path in final["result"].get("midi", {}).items():
@@ -637,10 +804,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="daw-bridge: %(levelname)s: %(message)s",
     )
+    from daw_bridge.batch import run_batch
     from daw_bridge.reaper import commands as reaper_commands
 
     runners = {
         "split": _run_split,
+        "batch": run_batch,
         "demo": _run_demo,
         "models": _run_models,
         "midi": _run_midi,

@@ -8,6 +8,7 @@ client imports it and starts in well under 150 ms, so no torch, no numpy.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,12 @@ REQUESTS: dict[str, dict[str, type | tuple[type, ...]]] = {
     # Audio as bytes: announce the file, send it in chunks, then submit {"upload": id}.
     "upload": {"name": str, "size": int, "sha256": str},
     "chunk": {"upload": str, "offset": int, "data": str},
-    "submit": {"source": dict, "out_dir": str},
+    # Without "out_dir", a remote job: the server keeps the files in its own private
+    # area, its result lists them ("files"), the client fetches them in chunks and then
+    # says "delivered", which removes them from the server.
+    "submit": {"source": dict},
+    "fetch": {"job": str, "path": str, "offset": int},
+    "delivered": {"job": str},
     "cancel": {"job": str},
     "result": {"job": str},
     "watch": {"job": str},
@@ -39,6 +45,13 @@ REQUESTS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 #: Optional fields of an "apply" request.
 APPLY_OPTIONS: dict[str, type | tuple[type, ...]] = {"tail": str}
+#: Optional fields of other requests: where stems go (the server's machine), a
+#: chunk's own SHA-256 (refused, not written, if the bytes differ), how much to fetch.
+OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "submit": {"out_dir": str},
+    "chunk": {"sha256": str},
+    "fetch": {"size": int},
+}
 #: Optional submit options and their types.
 SUBMIT_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "model": str,
@@ -74,6 +87,26 @@ class ProtocolError(ValueError):
 
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":")).encode()
+
+
+def is_local(address: str) -> bool:
+    """Whether only this machine can connect to ``address`` (loopback TCP, ipc, inproc).
+
+    Here, not in the server, because the client decides by it too: a server that is
+    not local cannot read the client's files, so audio and stems travel as bytes.
+    """
+    transport, _, rest = address.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host = rest.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface or a host name: assume the network
+        return False
 
 
 def _refuse_constant(name: str) -> float:
@@ -159,15 +192,19 @@ def _check_texts(message: dict[str, Any], kind: str) -> None:
         _check_text(name, message.get(name))
     if kind == "upload":
         _check_path("name", message["name"])
-    if kind == "chunk" and message["offset"] < 0:
+    if kind in ("chunk", "fetch") and message["offset"] < 0:
         raise ProtocolError("'offset' must be 0 or more")
+    if kind == "fetch":
+        _check_path("path", message["path"])
+        if message.get("size", 1) < 1:
+            raise ProtocolError("'size' must be 1 or more (bytes to fetch)")
     if kind != "submit":
         return
     source, options = message["source"], message.get("options", {})
     _check_path("path", source.get("path"))
     _check_text("upload", source.get("upload"))
-    _check_path("out_dir", message["out_dir"])
-    if not _is_absolute(message["out_dir"]):
+    _check_path("out_dir", message.get("out_dir"))
+    if "out_dir" in message and not _is_absolute(message["out_dir"]):
         raise ProtocolError(
             "'out_dir' must be an absolute path (a relative one would land wherever the "
             "server happens to run)"
@@ -203,6 +240,7 @@ def validate_request(message: dict[str, Any]) -> dict[str, Any]:
     _check_fields(kind, message, REQUESTS[kind], required=True)
     if kind == "apply":
         _check_fields(kind, message, APPLY_OPTIONS, required=False)
+    _check_fields(kind, message, OPTIONAL_FIELDS.get(kind, {}), required=False)
     if kind == "submit":
         source = message["source"]
         if ("path" in source) == ("upload" in source):

@@ -162,7 +162,8 @@ def as_server(socket):
 
 
 class ServerProcess:
-    """A real ``daw-bridge serve`` on a free port, with its own state, cache and preset folders."""
+    """A real ``daw-bridge serve`` on a free port, with its own state, cache, preset and
+    ensemble folders."""
 
     def __init__(
         self, model: Path, state: Path, *extra: str, env: dict[str, str] | None = None
@@ -175,6 +176,7 @@ class ServerProcess:
             "DAW_BRIDGE_STATE_DIR": str(state),
             "DAW_BRIDGE_CACHE_DIR": str(state / "w"),
             "DAW_BRIDGE_PRESET_DIR": str(state / "presets"),
+            "DAW_BRIDGE_ENSEMBLE_DIR": str(state / "ensembles"),
             **(env or {}),
         }
         command = [sys.executable, "-m", "daw_bridge", "serve", "--bind", self.address]

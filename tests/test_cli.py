@@ -378,3 +378,37 @@ def test_a_drum_kit_without_a_drums_stem_to_split_is_refused_before_inference(
     assert main([*args, "--keep", "vocals", "--out", str(tmp_path / "out"), "-q"]) != 0
     assert "--keep leaves it out" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_split_with_an_msst_checkpoint_whose_config_lies_elsewhere(tmp_path, song, capsys):
+    """`--model path/model.ckpt --model-config FILE`: the config need not sit beside it."""
+    import torch
+    import yaml
+
+    from daw_bridge.models.msst.config import load_config
+    from daw_bridge.models.msst.separator import build_model
+    from tests.models.msst.conftest import config_path
+
+    config = load_config(config_path("config_vocals_mdx23c.yaml"))
+    config["model"].update(num_channels=8, growth=8)
+    config["audio"]["chunk_size"] = 31 * 1024
+    config["inference"].pop("chunk_size", None)
+    torch.manual_seed(0)
+    (tmp_path / "weights").mkdir()
+    checkpoint = tmp_path / "weights" / "vocals.ckpt"
+    torch.save(build_model("mdx23c", config).state_dict(), checkpoint)
+    elsewhere = tmp_path / "configs" / "vocals-config.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(yaml.dump(config), encoding="utf-8")
+    out = tmp_path / "out"
+
+    error = run_error(capsys, ["split", str(song), "--model", str(checkpoint), "--out", str(out)])
+    assert "vocals.yaml" in error  # no config beside it: says where to save it
+
+    argv = ["split", str(song), "--model", str(checkpoint), "--model-config", str(elsewhere)]
+    assert main([*argv, "--out", str(out)]) == 0
+    stems = sorted(path.name for path in (out / "vocals").rglob("*.wav"))
+    assert stems == ["other.wav", "vocals.wav"]
+
+    error = run_error(capsys, ["split", str(song), "--model-config", str(elsewhere)])
+    assert "--model-config is for an MSST checkpoint" in error

@@ -6,24 +6,34 @@ clearly. ``autostart`` launches a server in the background on first use.
 Every connection is CURVE-encrypted with the owner's keys (:mod:`daw_bridge.keys`),
 found without any set-up; a server that refuses the key, or cannot prove it is
 the server this client knows, is reported as such, at once.
+
+A server on another machine cannot read this machine's files, nor write into its
+folders: :meth:`Client.submit_file` sends the audio as bytes and
+:meth:`Client.download` brings the stems back as bytes, checked, into a folder
+here, all at once or not at all.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
+import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from daw_bridge import keys
+from daw_bridge.delivery import Delivery
 from daw_bridge.errors import DawBridgeError
+from daw_bridge.files import check_output_folder
 from daw_bridge.protocol import (
     DEFAULT_ADDRESS,
     FINAL_STATES,
@@ -33,7 +43,15 @@ from daw_bridge.protocol import (
     encode,
 )
 
-_IDEMPOTENT = {"hello", "status", "models", "result", "watch"}
+log = logging.getLogger(__name__)
+_IDEMPOTENT = {"hello", "status", "models", "result", "watch", "fetch"}
+#: Bytes asked for per download chunk: on a slow link a reply still comes well within
+#: the client's timeout (the server sends at most 4 MiB whatever is asked).
+FETCH_BYTES = 2**20
+#: Times one chunk of a download is asked for again when it arrives damaged.
+_CHUNK_RETRIES = 2
+#: Result fields that map names to files, relative to a remote job's area.
+_FILE_MAPS = ("stems", "midi", "processed", "drum_kit")
 #: Longest wait for a watched job's next event before asking for its state again.
 _SILENCE_S = 5.0
 _HANDSHAKE_FAILURES = (
@@ -206,40 +224,144 @@ class Client:
         source = {"path": str(Path(path).resolve()), "start": start, "duration": duration}
         return self._submit(source, out_dir, options)
 
-    def submit_audio(self, data: bytes, name: str, out_dir: str | Path, **options: Any) -> str:
+    def submit_audio(
+        self, data: bytes, name: str, out_dir: str | Path | None = None, **options: Any
+    ) -> str:
         """Send the audio file's bytes (for a server on another machine or a rendered clip).
 
         ``name`` gives the format by its suffix (``.wav``, ``.flac``, ``.mp3``...).
+        ``out_dir`` is a folder on the server's machine (the owner's only); without
+        one the stems stay on the server until :meth:`download` fetches them.
         """
         return self._submit({"upload": self.upload(data, name)}, out_dir, options)
 
+    def submit_file(
+        self, path: str | Path, start: float = 0.0, duration: float | None = None, **options: Any
+    ) -> str:
+        """Split a file of this machine on a server that may be on another one.
+
+        The file goes as bytes (read from disk chunk by chunk, never whole in
+        memory); the stems stay in the server's private area until
+        :meth:`download` fetches them into a folder here.
+        """
+        path = Path(path)
+        size, digest = _file_facts(path)
+        with open(path, "rb") as handle:
+            upload = self._upload(path.name, size, digest, handle)
+        return self._submit({"upload": upload, "start": start, "duration": duration}, None, options)
+
     def upload(self, data: bytes, name: str) -> str:
         """Send an audio file's bytes in chunks, each under the message cap; the upload id."""
-        import base64
-        import hashlib
+        import io
 
-        announce = {"type": "upload", "name": name, "size": len(data)}
-        reply = self.request({**announce, "sha256": hashlib.sha256(data).hexdigest()})
+        digest = hashlib.sha256(data).hexdigest()
+        return self._upload(name, len(data), digest, io.BytesIO(data))
+
+    def _upload(self, name: str, size: int, sha256: str, handle: BinaryIO) -> str:
+        """Announce ``size`` bytes, then send them in chunks, each with its own SHA-256."""
+        announce = {"type": "upload", "name": name, "size": size, "sha256": sha256}
+        reply = self.request(announce)
         # Base64 makes 3 bytes 4 characters; 64 KiB is left for the rest of the message.
         fits = (self.max_message_bytes - 2**16) // 4 * 3
         chunk = max(1, min(int(reply.get("chunk_bytes", fits)), fits))
-        for offset in range(0, len(data), chunk):
-            piece = base64.b64encode(data[offset : offset + chunk]).decode("ascii")
-            self.request(
-                {"type": "chunk", "upload": reply["upload"], "offset": offset, "data": piece}
+        offset = 0
+        while piece := handle.read(chunk):
+            message = {"type": "chunk", "upload": reply["upload"], "offset": offset}
+            message["data"] = base64.b64encode(piece).decode("ascii")
+            message["sha256"] = hashlib.sha256(piece).hexdigest()
+            self.request(message)
+            offset += len(piece)
+        if offset != size:
+            raise DawBridgeError(
+                f"{name} changed while it was being sent ({offset:,} bytes, not {size:,}).",
+                "Send it again once nothing is writing to it.",
             )
         return reply["upload"]
 
-    def _submit(self, source: dict[str, Any], out_dir: str | Path, options: dict[str, Any]) -> str:
+    def _submit(
+        self, source: dict[str, Any], out_dir: str | Path | None, options: dict[str, Any]
+    ) -> str:
         if options.get("preset") is not None:
             options = {**options, "preset": preset_reference(options["preset"])}
         message = {
             "type": "submit",
-            "source": source,
-            "out_dir": str(Path(out_dir).resolve()),
+            "source": {k: v for k, v in source.items() if v is not None},
             "options": {k: v for k, v in options.items() if v is not None},
         }
+        if out_dir is not None:
+            message["out_dir"] = str(Path(out_dir).resolve())
         return self.request(message)["job"]
+
+    def download(
+        self, final: dict[str, Any], out_dir: str | Path, overwrite: bool = False
+    ) -> dict[str, Any]:
+        """Fetch a finished remote job's files into ``out_dir`` here; its result, localised.
+
+        Each file comes in chunks (each checked against its SHA-256, asked for
+        again if damaged) into a hidden staging folder, is checked whole against
+        its size and SHA-256, and the set is then renamed into place, the
+        manifest last: a download cut short, or one that does not match, leaves
+        nothing (run it again). Once all is in place the server is told, and it
+        removes the job's files and forgets the job.
+        """
+        job, result = final.get("job", ""), final.get("result") or {}
+        files = result.get("files")
+        if final.get("state") != "done" or not isinstance(files, list):
+            raise DawBridgeError(
+                f"Job {job} has no files to download (it is {final.get('state')}, or it "
+                "wrote its stems into a folder on the server's machine).",
+                "Download a finished job that was submitted without an output folder "
+                "(Client.submit_file).",
+            )
+        for entry in files:
+            _check_listed(entry, job)
+        folder = Path(out_dir).expanduser().resolve()
+        check_output_folder(folder)
+        with Delivery(folder, job) as delivery:
+            for entry in files:
+                self._fetch_file(job, entry, delivery.path(entry["path"]))
+            delivery.publish(overwrite)
+        try:
+            self.request({"type": "delivered", "job": job})
+        except DawBridgeError as error:  # the files are here; the server's copy expires
+            log.warning("job %s: the server was not told of the delivery: %s", job, error)
+        return _localised(result, folder)
+
+    def _fetch_file(self, job: str, entry: dict[str, Any], target: Path) -> None:
+        """One listed file, chunk by chunk, into ``target``; checked whole at the end."""
+        relative, size, expected = entry["path"], int(entry["size"]), entry["sha256"]
+        whole = hashlib.sha256()
+        offset = 0
+        with open(target, "wb") as handle:
+            while offset < size:
+                data = self._fetch_chunk(job, relative, offset)
+                handle.write(data)
+                whole.update(data)
+                offset += len(data)
+        if offset != size or whole.hexdigest() != expected:
+            raise DawBridgeError(
+                f"{relative} of job {job} arrived damaged ({offset:,} bytes, SHA-256 "
+                f"{whole.hexdigest()[:12]}..., expected {size:,} bytes, {expected[:12]}...); "
+                "nothing was written.",
+                "Download it again (`Client.download`); if it keeps failing, split again.",
+            )
+
+    def _fetch_chunk(self, job: str, relative: str, offset: int) -> bytes:
+        """The bytes at ``offset``, checked against the chunk's SHA-256 (asked again if not)."""
+        for _attempt in range(_CHUNK_RETRIES + 1):
+            message = {"type": "fetch", "job": job, "path": relative, "offset": offset}
+            reply = self.request({**message, "size": FETCH_BYTES})
+            try:
+                data = base64.b64decode(reply.get("data", ""), validate=True)
+            except ValueError:
+                continue
+            if data and hashlib.sha256(data).hexdigest() == reply.get("sha256"):
+                return data
+        raise DawBridgeError(
+            f"The chunk of {relative} (job {job}) at offset {offset:,} arrived damaged "
+            f"{_CHUNK_RETRIES + 1} times; nothing was written.",
+            "Check the network between here and the server, then download again.",
+        )
 
     def apply(self, job: str, preset: str, tail: str | None = None) -> str:
         """Re-apply ``preset`` (a name or .toml path) to a finished job's raw stems.
@@ -298,6 +420,54 @@ class Client:
                 return self._watch(job)
             if event.get("job") == job and event["type"] in ("progress", "job"):
                 return event
+
+
+def _file_facts(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of an audio file to send; a clear error if it cannot be read."""
+    try:
+        size = path.stat().st_size
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as error:
+        raise DawBridgeError(
+            f"Cannot read {path} to send it to the server ({error.strerror or error}).",
+            "Check the path and that the file is readable.",
+        ) from None
+    return size, digest.hexdigest()
+
+
+def _check_listed(entry: object, job: str) -> None:
+    """A listed file must have a size and SHA-256, and a path that stays inside the
+    download folder (a server that lists another is refused, nothing written)."""
+    path = entry.get("path") if isinstance(entry, dict) else None
+    parts = str(path).replace("\\", "/").split("/")
+    unsafe = (
+        not isinstance(path, str)
+        or not path
+        or path.startswith("/")
+        or ".." in parts
+        or (len(parts[0]) > 1 and parts[0][1] == ":")
+    )
+    size, digest = (entry.get("size"), entry.get("sha256")) if isinstance(entry, dict) else (0, 0)
+    if unsafe or type(size) is not int or size < 0 or not isinstance(digest, str):
+        raise DawBridgeError(
+            f"The server listed a file of job {job} that cannot be downloaded safely "
+            f"({str(entry)[:200]}); nothing was downloaded.",
+            "Ask the server's owner to update daw-bridge; do not use that server meanwhile.",
+        )
+
+
+def _localised(result: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A remote job's result with its files' paths in ``folder`` here, as path mode gives."""
+    local = dict(result)
+    for name in _FILE_MAPS:
+        if isinstance(result.get(name), dict):
+            local[name] = {key: str(folder / rel) for key, rel in result[name].items()}
+    local["folder"] = str(folder)
+    local["manifest"] = str(folder / "manifest.json")
+    return local
 
 
 def preset_reference(preset: str) -> str:

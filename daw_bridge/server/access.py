@@ -11,7 +11,6 @@ writes them with the owner's rights.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from daw_bridge import keys
 from daw_bridge.errors import DawBridgeError
+from daw_bridge.protocol import is_local
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +73,6 @@ def check_bind(address: str) -> None:
     )
 
 
-def is_local(address: str) -> bool:
-    """Whether only this machine can connect to ``address`` (loopback TCP, ipc, inproc)."""
-    transport, _, rest = address.partition("://")
-    if transport in ("ipc", "inproc"):
-        return True
-    if transport != "tcp":
-        return False
-    host = rest.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # "*", an interface or a host name: assume the network
-        return False
-
-
 def confine(message: dict[str, Any], owner: bool, private: list[Path]) -> None:
     """Refuse a request that names files it may not: any, unless it comes from the owner.
 
@@ -102,12 +86,13 @@ def confine(message: dict[str, Any], owner: bool, private: list[Path]) -> None:
             raise DawBridgeError(
                 f"Only the owner of this server may name files on its machine; this request "
                 f"names {', '.join(named)}.",
-                "Use the built-in presets and models by name; run jobs that need files "
-                "from the server's own machine.",
+                "Send the audio as bytes and leave out the output folder (the stems come "
+                "back as bytes: `daw-bridge client --server ADDRESS split FILE --out DIR`); "
+                "use the built-in presets and models by name.",
             )
         return
-    if message["type"] != "submit":
-        return
+    if message["type"] != "submit" or "out_dir" not in message:
+        return  # no out_dir: the job's files stay in the server's private area
     out_dir = Path(message["out_dir"])  # absolute: the protocol refuses a relative one
     resolved = out_dir.resolve()
     for folder in private:
@@ -126,17 +111,29 @@ def _files_named(message: dict[str, Any]) -> list[str]:
     if message["type"] == "submit":
         if "path" in message["source"]:
             named.append("the audio file (source path)")
-        named.append("the output folder (out_dir)")
+        if "out_dir" in message:  # without one, the stems come back as bytes
+            named.append("the output folder (out_dir)")
         options = message.get("options", {})
         preset = options.get("preset")
         if preset is not None and preset not in _builtin_presets():
             named.append(f"the preset {preset!r} (not a built-in preset)")
         for model in (options.get("model"), options.get("drum_kit")):
-            if model is not None and model not in model_names():
+            if model is not None and not _shared_model(model, model_names()):
                 named.append(f"the model {model!r} (not a model name)")
     if message["type"] == "apply" and message["preset"] not in _builtin_presets():
         named.append(f"the preset {message['preset']!r} (not a built-in preset)")
     return named
+
+
+def _shared_model(model: str, catalogue: list[str]) -> bool:
+    """A catalogue model, a built-in ensemble no file of the owner's hides, or an inline
+    ensemble of catalogue models: names that mean the same on every machine."""
+    from daw_bridge.separation.ensemble_library import builtin_names, inline_models
+
+    if model in catalogue or model in builtin_names():
+        return True
+    members = inline_models(model) if "=" in model else None
+    return bool(members) and all(member in catalogue for member in members)
 
 
 def _builtin_presets() -> set[str]:

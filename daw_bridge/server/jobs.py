@@ -152,6 +152,13 @@ class JobStore:
             if self._finished_since_prune >= max(1, self.keep_jobs // 10):
                 self.prune()
 
+    def forget(self, job: Job) -> None:
+        """Drop a finished job and its record: a remote job whose files were delivered."""
+        with self._lock:
+            self._recent.pop(job.id, None)
+        with contextlib.suppress(OSError):
+            (self.root / f"{job.id}.json").unlink(missing_ok=True)
+
     def recover(self) -> list[Job]:
         """At start-up: fail the jobs a stopped server left unfinished and return them.
 

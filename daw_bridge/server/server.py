@@ -15,7 +15,7 @@ import queue
 import socket as net
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -33,16 +33,23 @@ from daw_bridge.protocol import (
     encode,
     validate_request,
 )
+from daw_bridge.separation.ensemble_library import ensemble_names
 from daw_bridge.server.access import Gate, check_bind, confine
 from daw_bridge.server.cache import StemCache
 from daw_bridge.server.jobs import KEEP_DAYS, KEEP_JOBS, Job, JobStore
 from daw_bridge.server.lock import StateLock
 from daw_bridge.server.models import ModelPool, resident_bytes
+from daw_bridge.server.outbox import Outbox
 from daw_bridge.server.uploads import CHUNK_BYTES, Uploads
-from daw_bridge.server.worker import Worker
+from daw_bridge.server.worker import Worker, is_remote, remote_apply_error
+
+if TYPE_CHECKING:
+    from daw_bridge.cluster.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 _PROGRESS_INTERVAL = 0.2
+#: How often remote jobs' areas are checked against their jobs' retention.
+_OUTBOX_PRUNE_INTERVAL = 600.0
 
 
 class Server:
@@ -59,6 +66,7 @@ class Server:
         backend: str | None = None,
         keep_days: float = KEEP_DAYS,
         keep_jobs: int = KEEP_JOBS,
+        cluster: WorkerPool | None = None,
     ) -> None:
         check_bind(bind)  # before any model loads
         self.bind = bind
@@ -66,11 +74,12 @@ class Server:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)  # it holds every job's request: the user's only
-        self.pool = ModelPool(model, device, model_dir, model_memory_bytes, backend)
+        self.pool = ModelPool(model, device, model_dir, model_memory_bytes, backend, cluster)
         self.lock = StateLock(self.state_dir)
         self.store = JobStore(state_dir / "jobs", keep_days, keep_jobs)
         self.cache = StemCache(state_dir / "stems", cache_bytes)
         self.uploads = Uploads(self.state_dir)
+        self.outbox = Outbox(self.state_dir / "outbox")
         self.queue: queue.Queue[Job | None] = queue.Queue()
         self.notifications: queue.Queue[Job] = queue.Queue()
         # Workers wake the socket loop through this pair as soon as a job event is
@@ -80,7 +89,13 @@ class Server:
         self._wake_up_sender.setblocking(False)
         self.watchers: dict[str, set[bytes]] = {}
         self.worker = Worker(
-            self.queue, self.pool, self.cache, self.store, self._notify, self.uploads
+            self.queue,
+            self.pool,
+            self.cache,
+            self.store,
+            self._notify,
+            self.uploads,
+            outbox=self.outbox,
         )
         # Re-applying a preset takes a second or two: it does not wait behind separations.
         self.preset_queue: queue.Queue[Job | None] = queue.Queue()
@@ -92,6 +107,7 @@ class Server:
             self._notify,
             self.uploads,
             name="daw-bridge-presets",
+            outbox=self.outbox,
         )
         self.running = True
 
@@ -104,6 +120,7 @@ class Server:
         for job in self.store.recover():
             log.warning("job %s was interrupted by a previous shutdown", job.id)
             self.worker.undo_delivery(job)
+        self.outbox.prune(self._wants_area)  # areas of interrupted or forgotten jobs go
         try:
             self.pool.get()  # keep the default model warm from the start
         except DawBridgeError as error:
@@ -129,7 +146,7 @@ class Server:
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         poller.register(self._wake_up, zmq.POLLIN)
-        last_tick = 0.0
+        last_tick, last_prune = 0.0, time.monotonic()
         try:
             while self.running:
                 until_tick = last_tick + _PROGRESS_INTERVAL - time.monotonic()
@@ -145,6 +162,9 @@ class Server:
                     last_tick = now
                     self._tick(socket, now)
                     self.uploads.expire(now)
+                if now - last_prune >= _OUTBOX_PRUNE_INTERVAL:
+                    last_prune = now
+                    self.outbox.prune(self._wants_area)
         finally:
             for job in self.store.active():
                 job.cancel.set()
@@ -217,7 +237,14 @@ class Server:
                 "type": "status",
                 "model": self.pool.default,
                 "loaded": self.pool.loaded(),
+                "models_mb": {
+                    name: round(size / 2**20, 1) for name, size in self.pool.memory().items()
+                },
                 "device": self.pool.device_name(),
+                # Ray workers separating this server's jobs (serve --ray), else None.
+                "cluster_workers": (
+                    len(self.pool.cluster.actors) if self.pool.cluster is not None else None
+                ),
                 "backend": self.pool.backend_name(),
                 # Only the caller's jobs: another key's job ids would let it touch them.
                 "queued": sum(
@@ -235,7 +262,12 @@ class Server:
                 "cache_mb": round(self.cache.size() / 2**20, 1),
             }
         if kind == "models":
-            return {"type": "models", "models": model_names(), "loaded": self.pool.loaded()}
+            return {
+                "type": "models",
+                "models": model_names(),
+                "ensembles": ensemble_names(),
+                "loaded": self.pool.loaded(),
+            }
         if kind == "upload":
             upload = self.uploads.begin(caller, message["name"], message["size"], message["sha256"])
             # Base64 makes 3 bytes 4 characters; 64 KiB is left for the rest of a chunk.
@@ -243,12 +275,13 @@ class Server:
             return {"type": "upload", "upload": upload, "chunk_bytes": min(CHUNK_BYTES, fits)}
         if kind == "chunk":
             received = self.uploads.append(
-                caller, message["upload"], message["offset"], message["data"]
+                caller, message["upload"], message["offset"], message["data"], message.get("sha256")
             )
             return {"type": "chunk", "upload": message["upload"], "received": received}
         if kind == "submit":
             # Refused now, with the path, rather than failing after the separation.
-            check_output_folder(message["out_dir"])
+            if "out_dir" in message:  # none: a remote job, delivered into its own area
+                check_output_folder(message["out_dir"])
             upload = message["source"].get("upload")
             if upload is not None:
                 self.uploads.claim(caller, upload)
@@ -271,6 +304,10 @@ class Server:
             raise DawBridgeError(f"No job {message['job']!r} on this server.", "Check the job id.")
         if kind == "apply":
             return self._apply(client, job, message, caller)
+        if kind == "fetch":
+            return self._fetch(job, message)
+        if kind == "delivered":
+            return self._delivered(job)
         if kind == "cancel":
             job.cancel.set()
             if job.state == "queued":
@@ -292,6 +329,8 @@ class Server:
                 "a preset.",
                 "Wait until it is done (`daw-bridge client result JOB`), or split the clip again.",
             )
+        if is_remote(source.request):
+            raise remote_apply_error(source.id)
         check_output_folder(source.result["folder"])  # the preset's subfolder goes in it
         return self._accept(client, message, self.preset_queue, caller)
 
@@ -303,6 +342,50 @@ class Server:
         self.watchers[job.id] = {client}
         jobs.put(job)
         return {"type": "accepted", "job": job.id}
+
+    def _fetch(self, job: Job, message: dict[str, Any]) -> dict[str, Any]:
+        """A chunk of one file a finished remote job delivered into its area."""
+        files = (job.result or {}).get("files")
+        if job.state != "done" or not isinstance(files, list):
+            where = (
+                f"it is {job.state}"
+                if job.state != "done"
+                else "it wrote its stems into a folder on the server's machine"
+            )
+            raise DawBridgeError(
+                f"Job {job.id} has no files to fetch: {where}.",
+                "Fetch only from a finished job submitted without an output folder.",
+            )
+        size = message.get("size", CHUNK_BYTES)
+        return self.outbox.read(job.id, files, message["path"], message["offset"], size)
+
+    def _delivered(self, job: Job) -> dict[str, Any]:
+        """The client has its files: remove the job's area and forget the job."""
+        if not is_remote(job.request):
+            raise DawBridgeError(
+                f"Job {job.id} wrote its stems into a folder on the server's machine; "
+                "there is nothing of it to release.",
+                "Send 'delivered' only for a job submitted without an output folder.",
+            )
+        if not job.final:
+            raise DawBridgeError(
+                f"Job {job.id} is still {job.state}; its files are not complete yet.",
+                "Wait for it to finish (or cancel it), then fetch its files.",
+            )
+        self.outbox.remove(job.id)
+        self.store.forget(job)
+        self.watchers.pop(job.id, None)
+        return {"type": "ok"}
+
+    def _wants_area(self, name: str) -> bool:
+        """Whether the outbox area ``name`` belongs to a remote job that may still be
+        fetched: running, or done within the job records' retention."""
+        job = self.store.get(name)
+        if job is None or not is_remote(job.request):
+            return False
+        if not job.final:
+            return True
+        return job.state == "done" and time.time() - job.created < self.store.keep_seconds
 
     def _owns(self, job: Job, caller: str) -> bool:
         """Jobs recorded before keys existed belong to the owner."""

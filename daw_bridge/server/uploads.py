@@ -50,6 +50,7 @@ class _Upload:
     received: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     touched: float = field(default_factory=time.monotonic)
+    name: str = ""  # as announced, without folders: what a remote job's manifest shows
 
 
 class Uploads:
@@ -60,6 +61,7 @@ class Uploads:
         self.folder: Path | None = None
         self._open: dict[str, _Upload] = {}
         self._claimed: dict[str, Path] = {}
+        self._names: dict[str, str] = {}
 
     def start(self) -> None:
         """Remove what a killed earlier run left, then make this run's private folder."""
@@ -106,11 +108,18 @@ class Uploads:
         path = folder / f"{upload_id}{_suffix(name)}"  # formats are read by their suffix
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(descriptor)
-        self._open[upload_id] = _Upload(owner, path, size, sha256)
+        shown = name.replace("\\", "/").rpartition("/")[2]
+        self._open[upload_id] = _Upload(owner, path, size, sha256, name=shown)
         return upload_id
 
-    def append(self, owner: str, upload_id: str, offset: int, data: str) -> int:
-        """Write one base64 chunk at ``offset`` (which must be the bytes received so far)."""
+    def append(
+        self, owner: str, upload_id: str, offset: int, data: str, sha256: str | None = None
+    ) -> int:
+        """Write one base64 chunk at ``offset`` (which must be the bytes received so far).
+
+        With ``sha256`` (the chunk's own), a chunk whose bytes differ is refused before
+        it is written, so its sender can send that chunk again instead of the file.
+        """
         upload = self._mine(owner, upload_id)
         if offset != upload.received:
             raise DawBridgeError(
@@ -124,6 +133,12 @@ class Uploads:
             raise DawBridgeError(
                 "A chunk of the upload is not valid base64.", "Send that chunk again."
             ) from None
+        if sha256 is not None and hashlib.sha256(chunk).hexdigest() != sha256.lower():
+            raise DawBridgeError(
+                f"The chunk of upload {upload_id} at offset {offset:,} does not match its "
+                "sha256: its bytes changed on the way; nothing of it was written.",
+                "Send that chunk again.",
+            )
         if upload.received + len(chunk) > upload.size:
             raise DawBridgeError(
                 f"Upload {upload_id} was announced as {upload.size:,} bytes; this chunk "
@@ -164,6 +179,7 @@ class Uploads:
             )
         del self._open[upload_id]
         self._claimed[upload_id] = upload.path
+        self._names[upload_id] = upload.name
 
     def path(self, upload_id: str) -> Path:
         """The file of an upload handed to a job."""
@@ -175,8 +191,13 @@ class Uploads:
             )
         return path
 
+    def name(self, upload_id: str) -> str:
+        """The file name its sender announced (no folders)."""
+        return self._names.get(upload_id, "")
+
     def release(self, upload_id: str) -> None:
         """Its job has ended: delete the file."""
+        self._names.pop(upload_id, None)
         path = self._claimed.pop(upload_id, None)
         if path is not None:
             path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ never dies. A job's files reach its output folder all at once or not at all
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -20,22 +21,25 @@ from pathlib import Path
 from daw_bridge.audio.io import open_span, read_span, span_sha256
 from daw_bridge.delivery import Delivery, staging_folder, sweep, undo
 from daw_bridge.errors import CancelledError, DawBridgeError, StateFolderError
-from daw_bridge.files import ensure_writable, is_out_of_space
+from daw_bridge.files import atomic_output, ensure_writable, is_out_of_space
 from daw_bridge.midi.convert import check_kinds, midi_for_stems
 from daw_bridge.presets.apply import apply_preset, check_tail, processed_folder
 from daw_bridge.presets.library import load as load_preset
 from daw_bridge.presets.schema import Preset
 from daw_bridge.separation.drum_kit import DRUMS, check_drum_kit, split_drums
+from daw_bridge.separation.ensemble_library import expand as expand_ensemble
 from daw_bridge.separation.keep import check_keep, keep_stems
 from daw_bridge.separation.pipeline import (
     can_stream,
     split_span,
+    stem_names,
     stem_targets,
     stream_split,
 )
-from daw_bridge.server.cache import StemCache, cache_key
+from daw_bridge.server.cache import MANIFEST_NAME, StemCache, cache_key
 from daw_bridge.server.jobs import Job, JobStore
 from daw_bridge.server.models import ModelPool
+from daw_bridge.server.outbox import Outbox
 from daw_bridge.server.uploads import Uploads
 
 log = logging.getLogger(__name__)
@@ -54,10 +58,12 @@ class Worker(threading.Thread):
         notify: Callable[[Job], None],
         uploads: Uploads,
         name: str = "daw-bridge-worker",
+        outbox: Outbox | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.jobs, self.pool, self.cache, self.store, self.notify = jobs, pool, cache, store, notify
         self.uploads = uploads
+        self.outbox = outbox
         self.current: Job | None = None
         # Content hash of recently seen spans: a repeated click skips decoding and hashing.
         self._spans: dict[tuple, tuple[str, int, int]] = {}
@@ -78,6 +84,8 @@ class Worker(threading.Thread):
         if error is not None:  # before the state: the server may read the job at any moment
             job.error = {"problem": error.problem, "fix": error.fix or ""}
         job.state = state
+        if state != "done" and is_remote(job.request) and self.outbox is not None:
+            self.outbox.remove(job.id)  # nothing to fetch: the area holds no complete set
         try:
             self.store.save(job)
         except StateFolderError as failure:  # the client still learns the outcome
@@ -125,14 +133,17 @@ class Worker(threading.Thread):
                 log.warning("could not clear job %s's staging in %s: %s", job.id, folder, error)
 
     def _folder(self, job: Job) -> Path | None:
-        """Where ``job`` delivers its files (an apply job: its source job's folder)."""
+        """Where ``job`` delivers its files (an apply job: its source job's folder; a
+        remote job: its own private area, made here)."""
         request = job.request
         if request.get("type") == "apply":
             source = self.store.get(str(request.get("job", "")))
             folder = ((source and source.result) or {}).get("folder")
+        elif is_remote(request) and self.outbox is not None:
+            return self.outbox.folder(job.id)
         else:
             folder = request.get("out_dir")
-        return Path(folder) if isinstance(folder, str) else None
+        return Path(folder) if isinstance(folder, str) and folder else None
 
     def _delivery(self, job: Job, folder: Path) -> Delivery:
         """A delivery into ``folder``, after clearing what cut-short jobs left there."""
@@ -172,9 +183,14 @@ class Worker(threading.Thread):
             "sum_to_input": options.get("sum_to_input", True),
             "shifts": options.get("shifts", 0),
         }
-        key = cache_key(known[0], model, settings)
-        folder = Path(request["out_dir"])
-        overwrite = bool(options.get("overwrite", False))
+        # An ensemble name stands for its file's content, which the owner may edit.
+        key = cache_key(known[0], expand_ensemble(model), settings)
+        folder = self._folder(job)
+        if folder is None:  # a remote job on a worker without an outbox: a bug
+            raise DawBridgeError("This job has no output folder.", "Report it.")
+        remote = is_remote(request)
+        # A remote job's area is fresh: "overwrite" is for the client's own folder.
+        overwrite = bool(options.get("overwrite", False)) and not remote
         kinds = options.get("midi") or []
         keep = options.get("keep") or []
         for kind in kinds:  # MIDI that may not be written fails before the separation
@@ -189,7 +205,10 @@ class Worker(threading.Thread):
             names = list(separator.sources)
         check_keep(keep, names, settings["two_stems"])  # before any inference
         if drum_kit is not None:
-            check_drum_kit(names if not settings["two_stems"] else [], keep)
+            # The stems delivered (a cache entry holds those): --two-stems drums has drums.
+            check_drum_kit(
+                names if entry is not None else stem_names(separator, settings["two_stems"]), keep
+            )
         if entry is None:
             # Long spans go from the file to the stems in blocks: memory stays bounded.
             if _streamed(known[2], known[1]) and can_stream(separator):
@@ -222,7 +241,8 @@ class Worker(threading.Thread):
                 raise
         with self._delivery(job, folder) as delivery:
             stems = _stems(self.cache.hand_out(entry, delivery.path))
-            midi = midi_for_stems(stems, kinds)
+            if remote:
+                _private_manifest(delivery.path(MANIFEST_NAME), self._shown_name(source))
             pieces = {}
             if drum_kit is not None:
                 pieces = split_drums(
@@ -232,23 +252,28 @@ class Worker(threading.Thread):
                     settings["format"],
                     should_cancel=job.cancel.is_set,
                 )
+            # Drums MIDI takes kick and snare from their own pieces where the kit gave them.
+            midi = midi_for_stems(stems, kinds, pieces=pieces)
             stems = keep_stems(stems, keep, settings["format"])
             processed = self._apply(job, preset, stems, delivery, share) if preset else None
             delivery.publish(overwrite, replace_in=[preset.name] if preset else [])
         self.cache.handed_out(entry)
         result = {
-            "midi": _finals(delivery, midi),
-            "folder": str(folder),
-            "stems": _finals(delivery, stems),
-            "manifest": str(folder / "manifest.json"),
+            "midi": _finals(delivery, midi, remote),
+            "folder": "" if remote else str(folder),
+            "stems": _finals(delivery, stems, remote),
+            "manifest": "manifest.json" if remote else str(folder / "manifest.json"),
             "cached": cached,
             "samplerate": known[1],
             "frames": known[2],
         }
         if preset is not None:
-            result.update(preset=preset.name, processed=_finals(delivery, processed))
+            result.update(preset=preset.name, processed=_finals(delivery, processed, remote))
         if pieces:
-            result["drum_kit"] = _finals(delivery, pieces)
+            result["drum_kit"] = _finals(delivery, pieces, remote)
+        if remote and self.outbox is not None:
+            # Paths above are relative to the area; the client fetches these files.
+            result["files"] = self.outbox.listing(job.id)
         result["seconds"] = round(time.perf_counter() - started, 4)
         return result
 
@@ -273,6 +298,8 @@ class Worker(threading.Thread):
             raise DawBridgeError(
                 f"Job {job.request['job']} has no stems.", "Split the clip again, then apply."
             )
+        if is_remote(source.request):
+            raise remote_apply_error(source.id)
         preset = load_preset(job.request["preset"])
         check_tail(job.request.get("tail"))
         result = {**source.result, "source_job": source.id}
@@ -283,6 +310,12 @@ class Worker(threading.Thread):
         result.update(preset=preset.name, processed=_finals(delivery, processed))
         result["seconds"] = round(time.perf_counter() - started, 4)
         return result
+
+    def _shown_name(self, source: dict) -> str:
+        """The input's name a remote job's manifest shows: never a path on this machine."""
+        if "upload" in source:
+            return self.uploads.name(source["upload"])
+        return Path(source.get("path", "")).name  # the owner's own file
 
     def _remember(self, fingerprint: tuple, known: tuple[str, int, int]) -> None:
         self._spans[fingerprint] = known
@@ -308,9 +341,43 @@ def _fingerprint(path: Path, start: float, duration: float | None) -> tuple:
     return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, start, duration)
 
 
+def _private_manifest(manifest: Path, name: str) -> None:
+    """What a remote job's manifest may show: its sender's file name, not where the
+    server kept it (nor the path of whoever separated the same audio first, whose
+    manifest the cache kept), nor the cache's own records."""
+    if not manifest.is_file():
+        return
+    document = json.loads(manifest.read_text(encoding="utf-8"))
+    facts = document.get("input")
+    if isinstance(facts, dict):
+        facts["path"] = name
+        facts.pop("file_modified", None)
+    document.pop("sha256", None)
+    # A new file replaces the name: the manifest linked from the cache stays as it was.
+    with atomic_output(manifest, overwrite=True) as temporary:
+        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
 def _stems(files: list[Path]) -> dict[str, Path]:
     return {path.stem: path for path in files if path.suffix == ".wav"}
 
 
-def _finals(delivery: Delivery, staged: dict[str, Path]) -> dict[str, str]:
+def _finals(delivery: Delivery, staged: dict[str, Path], relative: bool = False) -> dict[str, str]:
+    """Final paths; a remote job's relative to its area (the client's folder mirrors it)."""
+    if relative:
+        root = delivery.staging
+        return {name: path.relative_to(root).as_posix() for name, path in staged.items()}
     return {name: str(delivery.final(path)) for name, path in staged.items()}
+
+
+def is_remote(request: dict) -> bool:
+    """A split whose files stay in the server's private area until the client fetches them."""
+    return request.get("type") == "submit" and "out_dir" not in request
+
+
+def remote_apply_error(job_id: str) -> DawBridgeError:
+    return DawBridgeError(
+        f"Job {job_id} sent its stems back as bytes: a preset can be re-applied only to "
+        "stems in a folder on the server's machine.",
+        "Split the file again with the preset (--preset NAME).",
+    )

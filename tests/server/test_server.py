@@ -89,7 +89,8 @@ def test_hello_status_and_models(client, tiny_checkpoint):
     assert status["model"] == str(tiny_checkpoint) and status["device"] == "cpu"
     assert status["backend"] == "openvino"  # the CPU default
     assert status["loaded"] == [str(tiny_checkpoint)]  # warm from the start
-    assert "htdemucs" in client.models()["models"]
+    models = client.models()
+    assert "htdemucs" in models["models"] and "vocals-max" in models["ensembles"]
 
 
 def test_serve_backend_option_reaches_every_model_it_loads(tiny_checkpoint, tmp_path):
