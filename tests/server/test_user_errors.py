@@ -129,7 +129,7 @@ numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**30)
 values = st.none() | st.booleans() | numbers | texts | st.lists(texts, max_size=3)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     source=st.dictionaries(st.sampled_from(["path", "start", "duration", "name"]), values),
     options=st.dictionaries(
