@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from daw_bridge.models.msst.accel import OpenVinoNetwork, split_network
-from daw_bridge.models.msst.separator import MsstSeparator, build_model, model_type_of
+from daw_bridge.models.msst.separator import build_model, model_type_of
 from tests.models.msst.conftest import public_config
 
 #: Relative error (dB) the OpenVINO output must stay under.
@@ -72,7 +72,8 @@ def test_an_architecture_without_a_cut_is_refused_by_name() -> None:
         split_network(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize("name", SHRUNK)
+# SCNet's path works too but is not used (not faster): its cut is checked above only.
+@pytest.mark.parametrize("name", [name for name in SHRUNK if "scnet" not in name])
 def test_openvino_matches_torch_on_the_same_weights(name: str) -> None:
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
     _, _, model = shrunk_model(name)
@@ -84,26 +85,11 @@ def test_openvino_matches_torch_on_the_same_weights(name: str) -> None:
     assert relative_db(ours, reference) < LIMIT_DB
 
 
-def test_openvino_stands_in_for_the_model_in_the_separator() -> None:
-    """Hooked in as the separator's model: demix's chunks, batches and fades unchanged."""
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
-    name = "config_vocals_mdx23c.yaml"
-    model_type, config, model = shrunk_model(name)
-    config["audio"]["chunk_size"] = SHRUNK[name][1]
-    config["inference"].update(num_overlap=2, batch_size=2)
-    mix = music_like(3 * SHRUNK[name][1])[0].numpy()
-    torch_stems = MsstSeparator("t", model_type, config, model).separate(mix)
-    accelerated = OpenVinoNetwork(model, threads=1)
-    openvino_stems = MsstSeparator("o", model_type, config, accelerated).separate(mix)
-    assert openvino_stems.shape == torch_stems.shape
-    assert relative_db(torch.from_numpy(openvino_stems), torch.from_numpy(torch_stems)) < LIMIT_DB
-    assert len(accelerated._compiled) == 1  # one chunk shape: compiled once
-
-
 def test_the_openvino_backend_is_chosen_by_name_and_converts_once_per_model(
     tmp_path, monkeypatch, caplog
 ) -> None:
-    """``--backend openvino`` gives MDX23C and the RoFormers their OpenVINO path; the
+    """``--backend openvino`` gives MDX23C and the RoFormers their OpenVINO path, standing
+    in for the model in the separator (demix's chunks, batches and fades unchanged); the
     converted model is kept on disk, so the next load (another process) skips the
     minutes of conversion; SCNet, not faster there, stays in torch and says so."""
     ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
