@@ -3,6 +3,7 @@ fix: one place for the file and syntax problems, so every kind of file reports t
 
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,3 +36,33 @@ def read_toml(path: Path, kind: str, error: type[DawBridgeError], syntax: str) -
         raise error(
             f"{path} is not valid TOML: {invalid}.", f"Fix the syntax at that line ({syntax})."
         ) from invalid
+
+
+class Problems:
+    """Every problem of a file, each as ``key: what is wrong`` plus its fix, raised at once
+    as ``error``; ``recheck`` says how to check the file again after correcting it."""
+
+    def __init__(self, label: str, error: type[DawBridgeError], recheck: str) -> None:
+        self.label, self.error, self.recheck = label, error, recheck
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, key: str, problem: str, fix: str) -> None:
+        self.items.append((f"{key}: {problem}" if key else problem, fix))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        if len(self.items) == 1:
+            problem, fix = self.items[0]
+            raise self.error(f"{self.label}: {problem}", fix)
+        problems = "\n".join(f"  - {problem} {fix}" for problem, fix in self.items)
+        raise self.error(
+            f"{self.label} has {len(self.items)} problems:\n{problems}",
+            f"Correct each key listed, then check again with {self.recheck}.",
+        )
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """`` Did you mean 'x'?`` for a likely typo, else nothing."""
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f" Did you mean {match[0]!r}?" if match else ""

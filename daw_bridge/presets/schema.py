@@ -8,7 +8,6 @@ allowed, so one round of fixes is enough.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.presets.plugins import EXTERNAL, PLUGINS, STEP_KEYS
-from daw_bridge.toml_files import read_toml
+from daw_bridge.toml_files import Problems, did_you_mean, read_toml
 
 #: ``[stems.default]`` applies to every stem the preset does not name.
 DEFAULT_STEM = "default"
@@ -99,29 +98,6 @@ class Preset:
         return [s for st in self.stems.values() for s in st.chain if s.plugin in EXTERNAL]
 
 
-class _Problems:
-    """Collects every problem of a file, each as ``key: what is wrong`` plus the fix."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, key: str, problem: str, fix: str) -> None:
-        self.items.append((f"{key}: {problem}" if key else problem, fix))
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        if len(self.items) == 1:
-            problem, fix = self.items[0]
-            raise PresetError(f"{self.label}: {problem}", fix)
-        problems = "\n".join(f"  - {problem} {fix}" for problem, fix in self.items)
-        raise PresetError(
-            f"{self.label} has {len(self.items)} problems:\n{problems}",
-            "Correct each key listed, then check again with `daw-bridge presets validate`.",
-        )
-
-
 def _allowed(values: tuple[str, ...] | list[str]) -> str:
     return ", ".join(values)
 
@@ -132,7 +108,7 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _number(problems: _Problems, key: str, value: Any, low: float, high: float) -> float | None:
+def _number(problems: Problems, key: str, value: Any, low: float, high: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         problems.add(
             key,
@@ -152,7 +128,9 @@ def _number(problems: _Problems, key: str, value: Any, low: float, high: float) 
 
 def parse_preset(data: dict[str, Any], source: Path | None = None) -> Preset:
     """Check a decoded preset and build it; raise :class:`PresetError` listing every problem."""
-    problems = _Problems(str(source) if source else "preset")
+    problems = Problems(
+        str(source) if source else "preset", PresetError, "`daw-bridge presets validate`"
+    )
     for key in data:
         if key not in TOP_KEYS:
             problems.add(
@@ -186,11 +164,9 @@ def parse_preset(data: dict[str, Any], source: Path | None = None) -> Preset:
     for stem, section in raw_stems.items():
         key = f"stems.{stem}"
         if stem not in allowed_stems:
-            guess = difflib.get_close_matches(str(stem), allowed_stems, n=1)
             problems.add(
                 key,
-                f"{stem!r} is not a stem of any model."
-                + (f" Did you mean {guess[0]!r}?" if guess else ""),
+                f"{stem!r} is not a stem of any model." + did_you_mean(str(stem), allowed_stems),
                 f"Stems are: {_allowed([k for k in allowed_stems if not k.startswith('no_')])}; "
                 "and no_<stem> for a two-stem split (e.g. no_vocals).",
             )
@@ -205,7 +181,7 @@ def parse_preset(data: dict[str, Any], source: Path | None = None) -> Preset:
     return Preset(name=name, description=description, stems=stems, tail=tail, source=source)
 
 
-def _parse_stem(problems: _Problems, key: str, section: dict, base: Path) -> StemSettings:
+def _parse_stem(problems: Problems, key: str, section: dict, base: Path) -> StemSettings:
     for setting in section:
         if setting not in STEM_SETTING_KEYS:
             problems.add(
@@ -239,7 +215,7 @@ def _parse_stem(problems: _Problems, key: str, section: dict, base: Path) -> Ste
     )
 
 
-def _parse_step(problems: _Problems, key: str, step: dict, base: Path) -> PluginStep | None:
+def _parse_step(problems: Problems, key: str, step: dict, base: Path) -> PluginStep | None:
     plugin = step.get("plugin")
     known = [*PLUGINS, *EXTERNAL]
     if plugin not in known:

@@ -25,7 +25,6 @@ a copy there under a built-in's name changes what that name means on this machin
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from typing import Any
 
 from daw_bridge.errors import InvalidOptionError
 from daw_bridge.separation.ensemble import RULES, is_ensemble, parse_ensemble
-from daw_bridge.toml_files import read_toml
+from daw_bridge.toml_files import Problems, did_you_mean, read_toml
 
 SUFFIX = ".toml"
 USER_DIR_ENV = "DAW_BRIDGE_ENSEMBLE_DIR"
@@ -219,47 +218,18 @@ def read_ensemble_file(path: Path) -> Ensemble:
     return parse_ensemble_file(data, path)
 
 
-class _Problems:
-    """Every problem of a file, each as ``key: what is wrong`` plus its fix, raised at once."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, key: str, problem: str, fix: str) -> None:
-        self.items.append((f"{key}: {problem}" if key else problem, fix))
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        if len(self.items) == 1:
-            problem, fix = self.items[0]
-            raise EnsembleError(f"{self.label}: {problem}", fix)
-        problems = "\n".join(f"  - {problem} {fix}" for problem, fix in self.items)
-        raise EnsembleError(
-            f"{self.label} has {len(self.items)} problems:\n{problems}",
-            "Correct each key listed, then check again with `daw-bridge models`.",
-        )
-
-
-def _close(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """`` Did you mean 'x'?`` for a likely typo, else nothing."""
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f" Did you mean {match[0]!r}?" if match else ""
-
-
 def parse_ensemble_file(data: dict[str, Any], source: Path | None = None) -> Ensemble:
     """Check a decoded ensemble against the catalogues and build it; raise
     :class:`EnsembleError` listing every problem."""
     from daw_bridge.models.stems import catalogue_samplerates, catalogue_stems
 
     catalogue = catalogue_stems()
-    problems = _Problems(str(source) if source else "ensemble")
+    problems = Problems(str(source) if source else "ensemble", EnsembleError, "`daw-bridge models`")
     for key in data:
         if key not in TOP_KEYS:
             problems.add(
                 key,
-                f"is not an ensemble setting.{_close(key, TOP_KEYS)}",
+                f"is not an ensemble setting.{did_you_mean(key, TOP_KEYS)}",
                 f"Allowed at the top: {', '.join(TOP_KEYS)}; each stem goes in [stems.<stem>].",
             )
     name = data.get("name")
@@ -301,7 +271,7 @@ def parse_ensemble_file(data: dict[str, Any], source: Path | None = None) -> Ens
 
 
 def _parse_stem(
-    problems: _Problems, stem: str, section: Any, catalogue: dict[str, tuple[str, ...]]
+    problems: Problems, stem: str, section: Any, catalogue: dict[str, tuple[str, ...]]
 ) -> StemPick | None:
     key = f"stems.{stem}"
     if not isinstance(section, dict):
@@ -315,7 +285,7 @@ def _parse_stem(
         if setting not in STEM_KEYS:
             problems.add(
                 f"{key}.{setting}",
-                f"is not a stem setting.{_close(setting, STEM_KEYS)}",
+                f"is not a stem setting.{did_you_mean(setting, STEM_KEYS)}",
                 f"Allowed in [{key}]: {', '.join(STEM_KEYS)}.",
             )
     models = section.get("models")
@@ -335,7 +305,7 @@ def _parse_stem(
             ok = False
             problems.add(
                 f"{key}.models",
-                f"{model!r} is not a model name.{_close(model, list(catalogue))}",
+                f"{model!r} is not a model name.{did_you_mean(model, list(catalogue))}",
                 f"Use models from the catalogue: {', '.join(catalogue)}.",
             )
         elif stem not in catalogue[model]:
@@ -359,7 +329,7 @@ def _parse_stem(
         ok = False
         problems.add(
             f"{key}.rule",
-            f"{rule!r} is not an ensemble rule.{_close(str(rule), RULES)}",
+            f"{rule!r} is not an ensemble rule.{did_you_mean(str(rule), RULES)}",
             f"Use one of: {', '.join(RULES)} (avg_wave when left out).",
         )
     return StemPick(tuple(models), rule) if ok else None
@@ -371,7 +341,7 @@ def _givers(stem: str, catalogue: dict[str, tuple[str, ...]]) -> str:
 
 
 def _check_whole(
-    problems: _Problems,
+    problems: Problems,
     stems: dict[str, StemPick],
     catalogue: dict[str, tuple[str, ...]],
     rates: dict[str, int],
