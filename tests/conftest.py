@@ -198,6 +198,19 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
+def keys_in(folder: Path) -> Iterator[None]:
+    """Act with the keys in ``folder``: another machine's or another user's config."""
+    from daw_bridge import keys
+
+    previous = os.environ[keys.CONFIG_DIR_ENV]
+    os.environ[keys.CONFIG_DIR_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ[keys.CONFIG_DIR_ENV] = previous
+
+
+@contextlib.contextmanager
 def _environment(name: str, value: str) -> Iterator[None]:
     """``os.environ[name] = value`` for the session (subprocesses inherit it), then as before."""
     previous = os.environ.get(name)

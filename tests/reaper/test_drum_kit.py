@@ -19,10 +19,10 @@ from daw_bridge.models.stems import catalogue_stems
 from daw_bridge.reaper import keyvalue
 from daw_bridge.reaper.actions import ACTIONS
 from daw_bridge.reaper.choices import drum_kit_models
-from daw_bridge.reaper.install import install
 from daw_bridge.reaper.request import Refusal, read_request
 from daw_bridge.reaper.runner import submit_options
 from tests.conftest import noise, write_wav
+from tests.reaper.conftest import configure
 from tests.reaper.fake_reaper import FakeReaper
 
 SPLIT = ACTIONS[0].file
@@ -35,20 +35,8 @@ MODEL_LINE, DRUM_KIT_LINE = 1, 2  # the Settings menu's first two lines
 
 
 @pytest.fixture
-def reaper(tmp_path):
-    with FakeReaper(tmp_path / "REAPER") as fake:
-        install(fake.resource_path)
-        yield fake
-
-
-@pytest.fixture
 def source(tmp_path) -> Path:
     return write_wav(tmp_path / "kit.wav", noise(seconds=8.0, seed=5), 44100)
-
-
-def configure(reaper: FakeReaper, address: str, **settings: str) -> None:
-    for key, value in {"address": address, "autostart": "0", **settings}.items():
-        reaper.ext_state[("daw-bridge", key)] = value
 
 
 def run_action(reaper: FakeReaper, action: str) -> None:

@@ -19,8 +19,8 @@ import pytest
 from daw_bridge.audio.io import read_span
 from daw_bridge.reaper import keyvalue
 from daw_bridge.reaper.actions import ACTIONS
-from daw_bridge.reaper.install import install
 from tests.conftest import noise, write_wav
+from tests.reaper.conftest import configure
 from tests.reaper.fake_reaper import FakeReaper
 
 SPLIT = ACTIONS[0].file
@@ -28,20 +28,8 @@ STEMS = ["Drums", "Bass", "Other", "Vocals"]
 
 
 @pytest.fixture
-def reaper(tmp_path):
-    with FakeReaper(tmp_path / "REAPER") as fake:
-        install(fake.resource_path)
-        yield fake
-
-
-@pytest.fixture
 def source(tmp_path) -> Path:
     return write_wav(tmp_path / "song.wav", noise(seconds=10.0, seed=11), 44100)
-
-
-def configure(reaper: FakeReaper, address: str, **settings: str) -> None:
-    for key, value in {"address": address, "autostart": "0", **settings}.items():
-        reaper.ext_state[("daw-bridge", key)] = value
 
 
 def start(reaper: FakeReaper, action: str = SPLIT) -> None:

@@ -22,6 +22,7 @@ from daw_bridge.reaper import keyvalue
 from daw_bridge.reaper.actions import ACTIONS
 from daw_bridge.reaper.install import install
 from tests.conftest import free_port, noise, write_wav
+from tests.reaper.conftest import configure
 from tests.reaper.fake_reaper import FakeReaper
 
 SPLIT = ACTIONS[0].file
@@ -36,12 +37,6 @@ def reaper(tmp_path):
     with FakeReaper(tmp_path / "REAPER Résumé 'x'") as fake:
         install(fake.resource_path)
         yield fake
-
-
-def configure(reaper: FakeReaper, address: str, **settings: str) -> None:
-    values = {"address": address, "autostart": "0", **settings}
-    for key, value in values.items():
-        reaper.ext_state[("daw-bridge", key)] = value
 
 
 def run_action(reaper: FakeReaper, action: str, timeout: float = 120) -> None:

@@ -7,7 +7,6 @@ allowed by the owner as a remote key, and the client is told to send bytes.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from daw_bridge.client.client import AccessRefusedError, Client, ServerUnavailab
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.reaper import keyvalue
 from daw_bridge.server.outbox import Outbox
-from tests.conftest import ServerProcess, noise, write_wav
+from tests.conftest import ServerProcess, keys_in, noise, write_wav
 
 DSP = Path("dsp")
 OPTIONS = {"midi": ["drums", "bass"], "preset": "karaoke"}
@@ -49,17 +48,6 @@ def server(owner, tmp_path_factory) -> Iterator[ServerProcess]:
     process.state = state / "server"  # the server's own state (default_state_dir)
     yield process
     process.kill()
-
-
-@contextlib.contextmanager
-def keys_in(folder: Path) -> Iterator[None]:
-    """Act with the keys in ``folder``: another machine's config."""
-    previous = os.environ[keys.CONFIG_DIR_ENV]
-    os.environ[keys.CONFIG_DIR_ENV] = str(folder)
-    try:
-        yield
-    finally:
-        os.environ[keys.CONFIG_DIR_ENV] = previous
 
 
 def machine(folder: Path, server: ServerProcess, allowed: bool) -> Path:

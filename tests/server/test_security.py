@@ -33,7 +33,7 @@ from daw_bridge.client.client import AccessRefusedError, Client
 from daw_bridge.errors import DawBridgeError
 from daw_bridge.protocol import FINAL_STATES, encode
 from daw_bridge.server.access import confine, is_local
-from tests.conftest import ServerProcess, free_address, free_port, noise, write_wav
+from tests.conftest import ServerProcess, free_address, free_port, keys_in, noise, write_wav
 
 DEADLINE_S = 120.0
 
@@ -65,17 +65,6 @@ def server(owner, base, tiny_checkpoint) -> Iterator[ServerProcess]:
     process.uploads = uploads
     yield process
     process.kill()
-
-
-@contextlib.contextmanager
-def keys_in(folder: Path) -> Iterator[None]:
-    """Act with the keys in ``folder``: another machine's or another user's config."""
-    previous = os.environ[keys.CONFIG_DIR_ENV]
-    os.environ[keys.CONFIG_DIR_ENV] = str(folder)
-    try:
-        yield
-    finally:
-        os.environ[keys.CONFIG_DIR_ENV] = previous
 
 
 def client_with(folder: Path, address: str) -> Client:
