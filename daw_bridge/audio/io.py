@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import struct
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,3 +415,18 @@ def open_writer(
                 20 * np.log10(writer.peak),
                 sample_format,
             )
+
+
+def take_frames(blocks: deque[np.ndarray], frames: int) -> np.ndarray:
+    """The next ``frames`` samples of a queue of ``(channels, n)`` blocks, taken off it:
+    how streamed stems are matched with the mix blocks they came from."""
+    pieces = []
+    while frames:
+        block = blocks[0]
+        pieces.append(block[:, :frames])
+        if block.shape[-1] > frames:
+            blocks[0] = block[:, frames:]
+        else:
+            blocks.popleft()
+        frames -= pieces[-1].shape[-1]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)

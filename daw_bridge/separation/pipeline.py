@@ -32,6 +32,7 @@ from daw_bridge.audio.io import (
     open_span,
     open_writer,
     read_span,
+    take_frames,
     write_audio,
 )
 from daw_bridge.audio.resample import resample
@@ -303,26 +304,13 @@ def stream_split(
         }
         written = 0
 
-        def take_mix(frames: int) -> np.ndarray:
-            pieces, needed = [], frames
-            while needed:
-                block = originals[0]
-                piece, rest = block[:, :needed], block[:, needed:]
-                pieces.append(piece)
-                needed -= piece.shape[1]
-                if rest.shape[1]:
-                    originals[0] = rest
-                else:
-                    originals.popleft()
-            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
-
         def write(estimates: np.ndarray) -> None:
             nonlocal written
             frames = min(estimates.shape[-1], info.frames - written)
             if frames <= 0:
                 return
             estimates = estimates[..., :frames]
-            mix = take_mix(frames)
+            mix = take_frames(originals, frames)
             stems = _finish_stems(
                 dict(zip(sources, estimates, strict=True)), mix, two_stems, sum_to_input
             )

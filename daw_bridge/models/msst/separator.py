@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from daw_bridge.audio.io import take_frames
 from daw_bridge.errors import InvalidOptionError, ModelUnavailableError
 from daw_bridge.models.msst.config import load_config
 from daw_bridge.models.msst.demix import Chunking, demix_stream
@@ -318,25 +319,11 @@ class MsstSeparator:
             if self.normalize:
                 stems = stems * std + mean
             if self.target:  # the complement, from the mix the model was given
-                mix = _take(prepared, stems.shape[-1])
+                mix = take_frames(prepared, stems.shape[-1])
                 stems = np.concatenate([stems, (mix - stems[0])[np.newaxis]])
             if stems.shape[1] != channels:  # a mono mix through a stereo model
                 stems = stems.mean(axis=1, keepdims=True)
             yield stems.astype(np.float32, copy=False)
-
-
-def _take(blocks: deque[np.ndarray], frames: int) -> np.ndarray:
-    """The next ``frames`` samples of a queue of ``(channels, n)`` blocks."""
-    pieces = []
-    while frames:
-        block = blocks[0]
-        pieces.append(block[:, :frames])
-        if block.shape[-1] > frames:
-            blocks[0] = block[:, frames:]
-        else:
-            blocks.popleft()
-        frames -= pieces[-1].shape[-1]
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
 
 #: ``auto``: as MSST runs (mixed precision on CUDA where the config's ``use_amp`` says so,
