@@ -11,6 +11,8 @@ report medians over the rounds, as this shared machine is noisy.
 
     python benchmarks/latency.py            # 10 s and 60 s clips, 3 rounds
     python benchmarks/latency.py --rounds 1
+    python benchmarks/latency.py --device cuda --half   # a GPU server (fp16)
+    python benchmarks/latency.py --no-cold              # ours only (no demucs command line)
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ def _clip(folder: Path, seconds: float, first_song: int = 0) -> Path:
     return write_audio(folder / f"clip{int(seconds)}s-{first_song}.wav", audio, 44100)
 
 
+def _device_name(args) -> str:
+    if args.device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name()}{' fp16' if args.half else ''}"
+    return "CPU"
+
+
 def _timed(command: list[str], **kwargs) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, **kwargs)
@@ -73,11 +83,17 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--device", default="cpu", help="the server's --device")
+    parser.add_argument("--half", action="store_true", help="the server's --half")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold demucs runs")
+    parser.add_argument("--clips", default="10,60", help="clip lengths in seconds")
+    args = parser.parse_args()
+    rounds = args.rounds
     work = Path(tempfile.mkdtemp(prefix="daw-bridge-latency-"))
     checkpoint = _checkpoint(work / "models")
     # A different stretch of music per round and length (10 songs apart), so no cache hits.
-    clips = {s: [_clip(work, s, 10 * r) for r in range(rounds)] for s in (10, 60)}
+    lengths = [int(s) for s in args.clips.split(",")]
+    clips = {s: [_clip(work, s, 10 * r) for r in range(rounds)] for s in lengths}
     env = {**os.environ, "DAW_BRIDGE_STATE_DIR": str(work / "state")}
     address = "tcp://127.0.0.1:5899"
     server = subprocess.Popen(
@@ -91,7 +107,8 @@ def main() -> int:
             "--model",
             str(checkpoint),
             "--device",
-            "cpu",
+            args.device,
+            *(["--half"] if args.half else []),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -113,13 +130,18 @@ def main() -> int:
                     again = client.wait(client.submit(clip, work / f"hit-{clip.stem}"))
                     hits.append(time.perf_counter() - started)
                     assert again["result"]["cached"]
-                    colds.append(_timed(
-                        [sys.executable, "-m", "demucs", "--repo", str(checkpoint.parent), "-n",
-                         "randomhtdemucs", "-o", str(work / "demucs"), str(clip)]
-                    ))  # fmt: skip
-                    print(f"{clip.name}: ours {warms[-1]:.2f} s, cold demucs {colds[-1]:.2f} s")
+                    if not args.no_cold:
+                        colds.append(_timed(
+                            [sys.executable, "-m", "demucs", "--repo", str(checkpoint.parent), "-n",
+                             "randomhtdemucs", "-d", args.device, "-o", str(work / "demucs"),
+                             str(clip)]
+                        ))  # fmt: skip
+                    cold = f"{colds[-1]:.2f} s" if colds else "not run"
+                    print(f"{clip.name}: ours {warms[-1]:.2f} s, cold demucs {cold}")
                 median = statistics.median
-                rows.append((seconds, median(warms), median(colds), median(hits)))
+                rows.append(
+                    (seconds, median(warms), median(colds) if colds else None, median(hits))
+                )
         starts = [
             _timed([sys.executable, "-m", "daw_bridge", "client", "--server", address, "status"])
             for _ in range(5)
@@ -131,16 +153,17 @@ def main() -> int:
         )
         server.wait(30)
     print(
-        f"\nFull-size htdemucs (random weights), CPU, {os.cpu_count()} cores, "
-        f"medians of {rounds} rounds\n"
+        f"\nFull-size htdemucs (random weights), {_device_name(args)}, "
+        f"{len(os.sched_getaffinity(0))} cores, "
+        f"backend {os.environ.get('DAW_BRIDGE_BACKEND', 'auto')}, medians of {rounds} rounds\n"
     )
     print(
         "| clip | warm server: submit to stems | cold `python -m demucs` | speed-up | cache hit |"
     )
     print("|---|---:|---:|---:|---:|")
     for seconds, warm, cold, hit in rows:
-        ratio = cold / warm
-        print(f"| {seconds} s | {warm:.2f} s | {cold:.2f} s | {ratio:.2f}x | {1000 * hit:.0f} ms |")
+        versus = f"{cold:.2f} s | {cold / warm:.2f}x" if cold else "not run | -"
+        print(f"| {seconds} s | {warm:.2f} s | {versus} | {1000 * hit:.0f} ms |")
     print(
         f"\nClient start to reply (`daw-bridge client status`, a new process each time): "
         f"median {1000 * statistics.median(starts):.0f} ms over {len(starts)}"

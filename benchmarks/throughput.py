@@ -11,7 +11,7 @@ difference and the relative error ``20·log10(‖ours − ref‖ / ‖ref‖)`` 
     python benchmarks/throughput.py                          # 30 s clip, 3 rounds
     python benchmarks/throughput.py --backend openvino-bf16  # CPUs with AMX / AVX-512 BF16
     python benchmarks/throughput.py --backend torch,onnxruntime --seconds 60 --rounds 5
-    python benchmarks/throughput.py --device cuda --half     # on a GPU (fp16 autocast)
+    python benchmarks/throughput.py --device cuda --seconds 600 --precision float32,bfloat16
     python benchmarks/throughput.py --rss-minutes 10         # peak RSS, each in a fresh process
     python benchmarks/throughput.py --rss-minutes 60 --rss-limit-s 300   # first 5 min only
     python benchmarks/throughput.py --rss-minutes 60 --rss-model small   # whole hour, small net
@@ -124,6 +124,14 @@ def segment_gflop(model) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def matmul_peak_gflops(size: int = 3072, repeats: int = 5) -> float:
     """What this machine's float32 matrix multiply reaches: the practical ceiling here."""
     import torch
@@ -146,6 +154,27 @@ def default_backends() -> str:
     return "auto,onnxruntime,torch"
 
 
+PRECISIONS = {"float32": None, "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def variants(args: argparse.Namespace, device) -> list[tuple[str, dict]]:
+    """``(label, engine options)`` per contender: CPU backends, or GPU precision x batch."""
+    import torch
+
+    if device.type == "cpu":
+        backends = [b for b in (args.backend or default_backends()).split(",") if b]
+        return [(b, {"backend": b}) for b in backends]
+    out = []  # the ONNX backends are CPU paths; GPUs run PyTorch
+    for precision in args.precision.split(","):
+        half = PRECISIONS[precision]
+        for batch in map(int, args.batch.split(",")):
+            options = {"backend": "torch", "batch_size": batch, "half": half is not None}
+            if half:
+                options["half_dtype"] = getattr(torch, half)
+            out.append((f"{precision}, batch {batch}", options))
+    return out
+
+
 def segments_in(model, frames: int, overlap: float) -> int:
     """How many segments ``apply_model`` runs over ``frames`` (each padded to full length)."""
     segment = int(model.segment * model.samplerate)
@@ -163,17 +192,15 @@ def throughput(args: argparse.Namespace) -> int:
     model = build_model(args.model)
     device = torch.device(args.device)
     wav = normalised(music(args.seconds))
-    backends = [b for b in (args.backend or default_backends()).split(",") if b]
-    if device.type != "cpu":  # the ONNX backends are CPU paths; GPUs run PyTorch
-        backends = ["torch"]
     engines = {}
-    for backend in backends:
+    for label, options in variants(args, device):
         started = time.perf_counter()
-        engine = DemucsEngine(
-            [model], device=device, half=args.half, overlap=args.overlap, backend=backend
-        )
-        engines[backend] = engine
-        label = f"{backend} ({engine.backend})" if engine.backend != backend else backend
+        engine = DemucsEngine([model], device=device, overlap=args.overlap, **options)
+        if engine.backend != options["backend"]:
+            label = f"{label} ({engine.backend})"
+        engines[label] = engine
+        if device.type == "cuda":
+            engine.apply(wav[:, : 10 * SR])  # warm-up: kernels, cuDNN plans, allocator
         print(f"prepared {label} in {time.perf_counter() - started:.1f} s", flush=True)
 
     def reference():
@@ -198,7 +225,7 @@ def throughput(args: argparse.Namespace) -> int:
     ref = outputs["apply_model"]
     print(
         f"\nhtdemucs ({args.model} size, random weights), {args.seconds:g} s clip, "
-        f"device {args.device}{' fp16' if args.half else ''}, threads "
+        f"device {device_name(device)}, threads "
         f"{torch.get_num_threads()}, overlap {args.overlap}, {args.rounds} rounds (medians)\n"
     )
     print("| path | audio s / s | vs apply_model | max abs dev | rel. error |")
@@ -209,7 +236,7 @@ def throughput(args: argparse.Namespace) -> int:
         ratios = [r / o for r, o in zip(times["apply_model"], times[name], strict=True)]
         ours = outputs[name]
         print(
-            f"| ours, backend `{engines[name].backend}` | "
+            f"| ours, `{name}` | "
             f"{args.seconds / statistics.median(times[name]):.2f} | "
             f"{statistics.median(ratios):.2f}x | {float((ours - ref).abs().max()):.1e} | "
             f"{rel_db(ours, ref):.0f} dB |"
@@ -360,7 +387,10 @@ def main() -> int:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0: default)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--half", action="store_true", help="fp16 autocast (CUDA only)")
+    parser.add_argument(
+        "--precision", default="float32", help="GPU only, comma-separated: float32,float16,bfloat16"
+    )
+    parser.add_argument("--batch", default="4", help="GPU only: segments per pass, comma-separated")
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--model", choices=("full", "small"), default="full")
     parser.add_argument("--rss-minutes", type=float, default=0, metavar="M")

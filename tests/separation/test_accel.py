@@ -196,8 +196,12 @@ def test_openvino_bf16_asks_openvino_for_bf16(model, monkeypatch, openvino_confi
     assert engine.apply(mix_of(1.2)).shape == (4, 2, int(1.2 * SR))
 
 
-def test_auto_never_picks_bf16(model):
-    assert DemucsEngine([model], device="cpu").backend != "openvino-bf16"
+@pytest.mark.parametrize("cpu_has_bf16", [False, True])
+def test_auto_stays_float32_even_where_the_cpu_computes_bf16(model, monkeypatch, cpu_has_bf16):
+    # bfloat16 moved single stems by up to -46 dB (OpenVINO, AMX Xeon) and -40 dB (trained
+    # weights, CUDA autocast): outside the -50 dB a default may cost (benchmarks/precision.py).
+    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: cpu_has_bf16)
+    assert DemucsEngine([model], device="cpu").backend in {"openvino", "torch"}
 
 
 def test_cancel_stops_a_native_call_from_a_watcher_thread():

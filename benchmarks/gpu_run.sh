@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# One lent GPU machine's checks and figures (issue 17), in one prepared run.
+#
+#   bash benchmarks/gpu_run.sh gpu        # CUDA tests, throughput, trained weights,
+#                                         # per-stem deviations, warm-server latency
+#   bash benchmarks/gpu_run.sh cpu-bf16   # the same machine's CPU, if it computes bfloat16:
+#                                         # openvino-bf16's deviations and 2-core latency
+#
+# The machine has PyTorch and CUDA but none of our other dependencies and no
+# network, and it gets only the repository, so the run needs, prepared beside it
+# (git-ignored, never committed): .whl/ (wheels the image lacks, for its
+# Python), .ovpkg/ (OpenVINO's CPU runtime), .devdata/shared/ (htdemucs_kwargs.json
+# and the test songs' mixtures, as ../shared has them) and .devdata/stems/ (their
+# stems as Ogg Vorbis: training data only, the deviations use the FLAC mixtures).
+# Everything lands in $OUT (log.txt, JSON); the tables are printed last.
+set -u
+mode=${1:-gpu}
+OUT=${OUT:-/tmp/gpu-run}
+mkdir -p "$OUT"
+log="$OUT/log.txt"
+step() { echo "=== $* ($(date +%T))" | tee -a "$log"; }
+quiet() { local limit=$1; shift; timeout "$limit" "$@" >>"$log" 2>&1 || echo "  exit $? : $*" | tee -a "$log"; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+step "machine ($mode)"
+{ nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  lscpu | grep -E "Model name|^CPU\(s\)"
+  echo "flags: $(grep -o -w 'avx512f\|avx512_bf16\|avx512_vnni\|amx_bf16\|amx_tile\|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+} 2>&1 | tee -a "$log"
+if [ ! -d /tmp/site/demucs ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl >>"$log" 2>&1
+fi
+[ -e ../shared ] || ln -s "$PWD/.devdata/shared" ../shared
+python3 -c "import daw_bridge.server.server, daw_bridge.separation.engine" 2>&1 | tee -a "$log"
+
+if [ "$mode" = gpu ]; then
+  step "CUDA tests"
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/separation/test_engine.py -k "gpu or half" 2>&1 | tail -n 15 | tee -a "$log"
+  step "throughput"
+  quiet 200 python3 benchmarks/throughput.py --device cuda --seconds 600 --rounds 2 \
+    --precision float32,float16,bfloat16 --batch 4,16
+  step "structured weights"
+  quiet 150 python3 benchmarks/structured_weights.py --songs .devdata/stems --steps 300 --batch 8 \
+    --device cuda --out .devdata/trained.th
+  paths=cuda-float32,cuda-float16,cuda-bfloat16,cuda-bfloat16+f32:crosstransformer
+  paths=$paths,cuda-bfloat16+f32:encoder/decoder,cuda-bfloat16+f32:tencoder/tdecoder
+  step "deviations, random weights"
+  quiet 90 python3 benchmarks/precision.py --device cuda --paths "$paths" --json "$OUT/dev_gpu_random.json"
+  if [ -f .devdata/trained.th ]; then
+    step "deviations, trained weights"
+    quiet 90 python3 benchmarks/precision.py --device cuda --weights .devdata/trained.th \
+      --paths "$paths" --json "$OUT/dev_gpu_trained.json"
+  fi
+  step "latency, warm server on the GPU"
+  quiet 150 python3 benchmarks/latency.py --device cuda --rounds 2 --no-cold
+  step "summary"
+  grep -A 12 "^htdemucs (full size" "$log"
+  grep -B 1 -A 3 "attention entropy" "$log" | tail -n 2
+  for f in "$OUT"/dev_gpu_*.json; do python3 benchmarks/precision.py --report "$f"; done
+  grep -A 6 "^Full-size htdemucs" "$log"
+else
+  step "OpenVINO"
+  tar xJf .ovpkg/ov-stripped.tar.xz -C /tmp/site
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .ovpkg/*.whl >>"$log" 2>&1
+  python3 -c "import openvino as ov; print(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))" 2>&1 | tee -a "$log"
+  weights=()
+  [ -f .devdata/trained.th ] && weights=(--weights .devdata/trained.th)
+  step "openvino-bf16 deviations on this CPU (${weights[*]:-random weights})"
+  quiet 150 python3 benchmarks/precision.py --paths openvino,openvino-bf16 "${weights[@]}" \
+    --json "$OUT/dev_cpu.json"
+  step "latency on 2 cores: auto, then openvino-bf16"
+  quiet 100 env DAW_BRIDGE_BACKEND=openvino-bf16 taskset -c 0,1 python3 benchmarks/latency.py \
+    --rounds 2 --no-cold --clips 10
+  quiet 100 taskset -c 0,1 python3 benchmarks/latency.py --rounds 2 --no-cold --clips 10
+  step "summary"
+  python3 benchmarks/precision.py --report "$OUT/dev_cpu.json"
+  grep -A 6 "^Full-size htdemucs" "$log"
+fi
