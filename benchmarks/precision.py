@@ -48,6 +48,14 @@ def sdr_change_bound(deviation_db: float, sdr_db: float) -> float:
     return 20 * np.log10(1 + 10 ** ((deviation_db + sdr_db) / 20))
 
 
+def stem_deviations_db(ours: np.ndarray, exact: np.ndarray) -> list[float]:
+    """Per stem: 20·log10(‖ours − exact‖ / ‖exact‖), arrays ``(stems, channels, frames)``."""
+    return [
+        float(20 * np.log10(max(np.linalg.norm(o - e) / np.linalg.norm(e), 1e-30)))
+        for o, e in zip(ours, exact, strict=True)
+    ]
+
+
 def read_mixtures(root: Path, limit: int = 0) -> list[tuple[str, np.ndarray]]:
     import soundfile
 
@@ -173,13 +181,11 @@ def main() -> int:
         exact = reference.separate(normalised) * std + mean
         for path in paths:
             ours = path.separate(normalised) * std + mean
-            whole = np.linalg.norm(ours - exact) / np.linalg.norm(exact)
-            for index, stem in enumerate(STEMS):
-                ratio = np.linalg.norm(ours[index] - exact[index]) / np.linalg.norm(exact[index])
+            (whole_db,) = stem_deviations_db(ours[None], exact[None])
+            for stem, db in zip(STEMS, stem_deviations_db(ours, exact), strict=True):
                 rows.append({
                     "path": path.name, "song": song, "stem": stem,
-                    "deviation_db": float(20 * np.log10(max(ratio, 1e-30))),
-                    "whole_db": float(20 * np.log10(max(whole, 1e-30))),
+                    "deviation_db": db, "whole_db": whole_db,
                 })  # fmt: skip
         print(f"{number}/{len(songs)} {song} ({time.perf_counter() - started:.0f} s)", flush=True)
         if args.json:  # after every song, so a run stopped early keeps what it measured

@@ -146,12 +146,17 @@ def matmul_peak_gflops(size: int = 3072, repeats: int = 5) -> float:
 
 def default_backends() -> str:
     """The default path, the other CPU runtime and exact PyTorch; bf16 where the CPU has it."""
-    from daw_bridge.separation.backends import cpu_accelerates_bf16
+    from daw_bridge.separation.backends import backend_available, cpu_accelerates_bf16
 
-    if cpu_accelerates_bf16():
-        return "auto,openvino-bf16,onnxruntime,torch"
-    print("openvino-bf16 not measured: this CPU has no AMX or AVX-512 BF16")
-    return "auto,onnxruntime,torch"
+    backends = ["auto", "openvino-bf16", "onnxruntime", "torch"]
+    if not cpu_accelerates_bf16():
+        print("openvino-bf16 not measured: this CPU has no AMX or AVX-512 BF16")
+        backends.remove("openvino-bf16")
+    for backend in backends[1:]:
+        if not backend_available(backend):
+            print(f"{backend} not measured: not installed")
+            backends.remove(backend)
+    return ",".join(backends)
 
 
 PRECISIONS = {"float32": None, "float16": "float16", "bfloat16": "bfloat16"}
