@@ -137,6 +137,35 @@ def mix_of(seconds: float, seed: int = 0, samplerate: int = 44100):
     return 0.3 * torch.randn(2, int(seconds * samplerate), generator=generator)
 
 
+@pytest.fixture(scope="session")
+def full_size_htdemucs():
+    """The official htdemucs architecture (random weights), 10 s of music (a song and the
+    start of it again: two segments) and ``apply_model``'s stems of it, made once."""
+    import json
+    from fractions import Fraction
+
+    import torch
+    from demucs.apply import apply_model
+    from demucs.htdemucs import HTDemucs
+
+    kwargs = SHARED_MODELS / "htdemucs_kwargs.json"
+    if not kwargs.is_file():
+        pytest.skip(f"no {kwargs} (the shared folder beside the checkout)")
+    spec = json.loads(kwargs.read_text())
+    torch.manual_seed(0)
+    model = HTDemucs(**spec["kwargs"], segment=Fraction(*spec["segment_fraction"])).eval()
+    songs = sorted(EVAL_SONGS.glob("*/mixture.flac"))
+    if songs:
+        from daw_bridge.audio.io import read_span
+
+        mix = torch.from_numpy(read_span(songs[0], 0.0, 6.8).samples)
+        mix = torch.cat([mix, mix[:, : int(3.2 * 44100)]], dim=1)
+    else:
+        mix = mix_of(10.0)
+    reference = apply_model(model, mix[None], shifts=0, split=True, overlap=0.25)[0]
+    return model, mix, reference
+
+
 def free_address() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from demucs.apply import apply_model
-from demucs.htdemucs import HTDemucs
 
 from daw_bridge.errors import CancelledError, InvalidOptionError
 from daw_bridge.separation import accel, backends
 from daw_bridge.separation.engine import DemucsEngine
 from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core, supports_core
 from tests.cancel_latency import cancel_latencies
-from tests.conftest import SHARED_MODELS, mix_of, tiny_htdemucs
+from tests.conftest import mix_of, tiny_htdemucs
 
 SR = 44100
 INSTALLED = [b for b in ("onnxruntime", "openvino") if backends.backend_available(b)]
@@ -273,16 +269,9 @@ def test_a_cancel_aborts_a_running_openvino_call_within_a_poll_and_one_step(tmp_
 
 @pytest.mark.slow
 @pytest.mark.skipif(not INSTALLED, reason="no accelerated backend installed")
-@pytest.mark.skipif(
-    not (SHARED_MODELS / "htdemucs_kwargs.json").is_file(), reason="no htdemucs_kwargs.json"
-)
-def test_full_size_htdemucs_default_backend_is_within_60_db_of_apply_model():
+def test_full_size_htdemucs_default_backend_is_within_60_db_of_apply_model(full_size_htdemucs):
     """The acceptance bar is -40 dB; measured about -88 dB (benchmarks/throughput.py)."""
-    spec = json.loads((SHARED_MODELS / "htdemucs_kwargs.json").read_text())
-    torch.manual_seed(0)
-    full = HTDemucs(**spec["kwargs"], segment=Fraction(*spec["segment_fraction"])).eval()
-    mix = mix_of(5.0)  # one segment
-    reference = apply_model(full, mix[None], shifts=0, split=True, overlap=0.25)[0]
+    full, mix, reference = full_size_htdemucs
     engine = DemucsEngine([full], device="cpu")
     assert engine.backend == ("openvino" if "openvino" in INSTALLED else "torch")
     assert rel_db(engine.apply(mix), reference) < -60

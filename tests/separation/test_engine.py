@@ -3,10 +3,8 @@ progress, cancellation and device choice."""
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ from daw_bridge.separation.engine import (
     strict_float32,
 )
 from tests.cancel_latency import cancel_latencies
-from tests.conftest import EVAL_SONGS, SHARED_MODELS, mix_of, tiny_htdemucs
+from tests.conftest import mix_of, tiny_htdemucs
 
 SR = 44100
 
@@ -232,25 +230,10 @@ def test_half_precision_is_float16_or_bfloat16(model):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (SHARED_MODELS / "htdemucs_kwargs.json").is_file(),
-    reason=f"no {SHARED_MODELS / 'htdemucs_kwargs.json'} (the shared folder beside the checkout)",
-)
-def test_full_size_htdemucs_matches_apply_model():
+def test_full_size_htdemucs_matches_apply_model(full_size_htdemucs):
     """The exact official htdemucs architecture (random weights) on 10 s of music."""
-    spec = json.loads((SHARED_MODELS / "htdemucs_kwargs.json").read_text())
-    torch.manual_seed(0)
-    full = HTDemucs(**spec["kwargs"], segment=Fraction(*spec["segment_fraction"])).eval()
+    full, mix, reference = full_size_htdemucs
     assert sum(p.numel() for p in full.parameters()) == pytest.approx(41.98e6, rel=1e-3)
-    songs = sorted(EVAL_SONGS.glob("*/mixture.flac"))
-    if songs:
-        from daw_bridge.audio.io import read_span
-
-        mix = torch.from_numpy(read_span(songs[0], 0.0, 6.8).samples)
-        mix = torch.cat([mix, mix[:, : int(3.2 * SR)]], dim=1)  # 10 s
-    else:
-        mix = mix_of(10.0)
-    reference = apply_model(full, mix[None], shifts=0, split=True, overlap=0.25)[0]
     ours = DemucsEngine([full], batch_size=2, device="cpu", backend="torch").apply(mix)
     assert relative_error(ours, reference) < 1e-4
 
