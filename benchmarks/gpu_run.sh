@@ -12,6 +12,9 @@
 # Python), .ovpkg/ (OpenVINO's CPU runtime), .devdata/shared/ (htdemucs_kwargs.json
 # and the test songs' mixtures, as ../shared has them) and .devdata/stems/ (their
 # stems as Ogg Vorbis: training data only, the deviations use the FLAC mixtures).
+# Carried paths do not outlive their call, so the data is copied to /tmp/devdata,
+# which does while the machine stays warm: a second call soon after the first
+# (cpu-bf16 after gpu) needs to carry only .ovpkg, and finds the trained weights.
 # Everything lands in $OUT (log.txt, JSON); the tables are printed last.
 set -u
 mode=${1:-gpu}
@@ -30,31 +33,36 @@ step "machine ($mode)"
 if [ ! -d /tmp/site/demucs ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl >>"$log" 2>&1
 fi
-[ -e ../shared ] || ln -s "$PWD/.devdata/shared" ../shared
+data=/tmp/devdata
+if [ -d .devdata ]; then mkdir -p "$data" && cp -rn .devdata/. "$data"/; fi
+[ -e ../shared ] || ln -s "$data/shared" ../shared
 python3 -c "import daw_bridge.server.server, daw_bridge.separation.engine" 2>&1 | tee -a "$log"
 
 if [ "$mode" = gpu ]; then
+  step "batch dependence"
+  timeout 120 python3 benchmarks/gpu_batch_check.py --device cuda 2>&1 | tee -a "$log"
   step "CUDA tests"
   timeout 120 python3 -m pytest -q -p no:cacheprovider tests/separation/test_engine.py -k "gpu or half" 2>&1 | tail -n 15 | tee -a "$log"
   step "throughput"
   quiet 200 python3 benchmarks/throughput.py --device cuda --seconds 600 --rounds 2 \
-    --precision float32,float16,bfloat16 --batch 4,16
+    --precision float32,float16,bfloat16 --batch 4,16 --profile
   step "structured weights"
-  quiet 150 python3 benchmarks/structured_weights.py --songs .devdata/stems --steps 300 --batch 8 \
-    --device cuda --out .devdata/trained.th
+  quiet 150 python3 benchmarks/structured_weights.py --songs "$data/stems" --steps 300 --batch 8 \
+    --device cuda --out "$data/trained.th"
   paths=cuda-float32,cuda-float16,cuda-bfloat16,cuda-bfloat16+f32:crosstransformer
   paths=$paths,cuda-bfloat16+f32:encoder/decoder,cuda-bfloat16+f32:tencoder/tdecoder
   step "deviations, random weights"
   quiet 90 python3 benchmarks/precision.py --device cuda --paths "$paths" --json "$OUT/dev_gpu_random.json"
-  if [ -f .devdata/trained.th ]; then
+  if [ -f "$data/trained.th" ]; then
     step "deviations, trained weights"
-    quiet 90 python3 benchmarks/precision.py --device cuda --weights .devdata/trained.th \
+    quiet 90 python3 benchmarks/precision.py --device cuda --weights "$data/trained.th" \
       --paths "$paths" --json "$OUT/dev_gpu_trained.json"
   fi
   step "latency, warm server on the GPU"
   quiet 150 python3 benchmarks/latency.py --device cuda --rounds 2 --no-cold
   step "summary"
   grep -A 12 "^htdemucs (full size" "$log"
+  grep -A 20 "^Where the GPU's time goes" "$log"
   grep -B 1 -A 3 "attention entropy" "$log" | tail -n 2
   for f in "$OUT"/dev_gpu_*.json; do python3 benchmarks/precision.py --report "$f"; done
   grep -A 6 "^Full-size htdemucs" "$log"
@@ -64,7 +72,7 @@ else
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .ovpkg/*.whl >>"$log" 2>&1
   python3 -c "import openvino as ov; print(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))" 2>&1 | tee -a "$log"
   weights=()
-  [ -f .devdata/trained.th ] && weights=(--weights .devdata/trained.th)
+  [ -f "$data/trained.th" ] && weights=(--weights "$data/trained.th")
   step "openvino-bf16 deviations on this CPU (${weights[*]:-random weights})"
   quiet 150 python3 benchmarks/precision.py --paths openvino,openvino-bf16 "${weights[@]}" \
     --json "$OUT/dev_cpu.json"

@@ -124,6 +124,25 @@ def segment_gflop(model) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def profile(engines: dict, wav, device) -> None:
+    """Where the time goes in the last contender's run: the operators that take the most."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    name, engine = list(engines.items())[-1]
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profiler(activities=activities) as recorded:
+        engine.apply(wav)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    where = "device" if device.type == "cuda" else "cpu"
+    print(f"\nWhere the {'GPU' if where == 'device' else 'CPU'}'s time goes ({name}):")
+    print(recorded.key_averages().table(sort_by=f"self_{where}_time_total", row_limit=15))
+
+
 def device_name(device) -> str:
     import torch
 
@@ -249,6 +268,8 @@ def throughput(args: argparse.Namespace) -> int:
     print(
         "\nper-round seconds:", json.dumps({k: [round(t, 2) for t in v] for k, v in times.items()})
     )
+    if args.profile:
+        profile(engines, wav, device)
     if device.type == "cpu":
         work = segment_gflop(model) * segments_in(model, wav.shape[-1], args.overlap)
         peak = matmul_peak_gflops()
@@ -397,6 +418,7 @@ def main() -> int:
     )
     parser.add_argument("--batch", default="4", help="GPU only: segments per pass, comma-separated")
     parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--profile", action="store_true", help="the top operators of the last path")
     parser.add_argument("--model", choices=("full", "small"), default="full")
     parser.add_argument("--rss-minutes", type=float, default=0, metavar="M")
     parser.add_argument("--rss-limit-s", type=float, default=0, help="stop each run after S s")

@@ -1,0 +1,130 @@
+"""Does a segment's output depend on the other segments of its batch? Where?
+
+On an H200 (PyTorch 2.11, CUDA 13.0) the tiny test network's output moved by
+0.97 % when segments ran 4 to a pass instead of one, TF32 off, while on the
+CPU the two agree within 5e-8 (tests/separation/test_engine.py marks it as an
+expected failure). This compares each segment run alone with the same segment
+in a batch of 4, under several switches that change which kernels run, and
+names the first layer whose output differs, so one short run on a GPU can find
+the cause.
+
+    python benchmarks/gpu_batch_check.py --device cuda
+    python benchmarks/gpu_batch_check.py --device cpu --full   # full-size network
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+
+def relative(a, b) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+@contextlib.contextmanager
+def switches(name: str) -> Iterator[None]:
+    """One setting that changes which kernels run (all keep float32 arithmetic)."""
+    import torch
+
+    from daw_bridge.separation.engine import strict_float32
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(strict_float32())
+        if name == "no cuDNN":
+            enabled = torch.backends.cudnn.enabled
+            torch.backends.cudnn.enabled = False
+            stack.callback(setattr, torch.backends.cudnn, "enabled", enabled)
+        elif name == "no fused attention path":
+            fastpath = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+            stack.callback(torch.backends.mha.set_fastpath_enabled, fastpath)
+        elif name == "math attention only":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
+
+
+def leaf_outputs(model, inputs) -> dict[str, object]:
+    """Every leaf module's output tensor for ``inputs`` (the last call, by name)."""
+    import torch
+
+    outputs: dict[str, object] = {}
+
+    def keep(name):
+        def hook(_module, _args, output):
+            if torch.is_tensor(output):
+                outputs[name] = output.detach().clone()
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(keep(name))
+        for name, module in model.named_modules()
+        if not list(module.children())
+    ]
+    try:
+        with torch.inference_mode():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def first_divergence(model, batch, threshold: float = 1e-4) -> str:
+    """The first leaf layer (in call order) whose output for segment 0 differs alone vs batched.
+
+    Layers that fold other axes into the batch one ((batch * n, ...), batch outermost) are
+    compared on segment 0's first n rows.
+    """
+    alone = leaf_outputs(model, batch[:1])
+    together = leaf_outputs(model, batch)
+    for name, value in alone.items():
+        other = together.get(name)
+        rows = value.shape[0] if value.dim() else 0
+        if other is None or other.shape != (len(batch) * rows, *value.shape[1:]):
+            continue
+        error = relative(other[:rows].float(), value.float())
+        if error > threshold:
+            return f"{name} ({error:.1e})"
+    return "none"
+
+
+def main() -> int:
+    import torch
+    from throughput import build_model
+
+    from tests.conftest import tiny_htdemucs
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--full", action="store_true", help="the full-size network")
+    args = parser.parse_args()
+    model = (build_model("full") if args.full else tiny_htdemucs(seed=1)).to(args.device).eval()
+    frames = int(model.segment * model.samplerate)
+    torch.manual_seed(1)
+    batch = (0.1 * torch.randn(4, 2, frames)).to(args.device)
+    print(f"{'full-size' if args.full else 'tiny'} htdemucs on {args.device}\n")
+    print("| setting | segment 0 alone vs in a batch of 4 | first layer that differs |")
+    print("|---|---:|---|")
+    settings = ("float32 (TF32 off)", "no cuDNN", "no fused attention path", "math attention only")
+    for name in settings:
+        with switches(name), torch.inference_mode():
+            alone = model(batch[:1])
+            together = model(batch)
+            where = first_divergence(model, batch)
+        print(f"| {name} | {relative(together[:1], alone):.1e} | {where} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
