@@ -28,7 +28,7 @@ Song = tuple[str, np.ndarray, dict[str, np.ndarray]]
 SeparateFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def _read(path: Path) -> np.ndarray:
+def read_audio(path: Path) -> np.ndarray:
     """As daw-bridge reads its input: libsndfile, 16-bit FLAC as x / 32768."""
     import soundfile
 
@@ -50,8 +50,8 @@ def iter_songs(root: Path, stems: tuple[str, ...] = STEMS) -> Iterator[Song]:
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         if not (folder / "mixture.flac").is_file():
             continue
-        mixture = _read(folder / "mixture.flac")
-        refs = {stem: _read(folder / f"{stem}.flac") for stem in stems}
+        mixture = read_audio(folder / "mixture.flac")
+        refs = {stem: read_audio(folder / f"{stem}.flac") for stem in stems}
         n = min([mixture.shape[1], *(r.shape[1] for r in refs.values())])
         yield folder.name, mixture[:, :n], {stem: r[:, :n] for stem, r in refs.items()}
 

@@ -32,8 +32,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from precision import BOUND_DB, read_mixtures, sdr_change_bound, stem_deviations_db
-from structured_weights import DEFAULT_SONGS, STEMS, load_weights
+from eval_songs import DEFAULT_SONGS, STEMS
+from precision import (
+    BOUND_DB,
+    read_mixtures,
+    sdr_change_bound,
+    standardised,
+    stem_deviations_db,
+)
+from structured_weights import load_weights
 from throughput import build_model
 
 
@@ -71,7 +78,6 @@ def quantize(core, items: list[dict], model_type: str, folder: Path) -> Callable
 
 def main() -> int:
     import nncf
-    import torch
 
     from daw_bridge.separation.engine import DemucsEngine
 
@@ -93,11 +99,6 @@ def main() -> int:
     core = engine._cores[id(model)]
     ((key, float32),) = core._runners.items()
 
-    def normalise(mix: np.ndarray) -> tuple[torch.Tensor, float, float]:
-        mono = mix.mean(0)
-        mean, std = float(mono.mean()), float(mono.std()) + 1e-8
-        return torch.from_numpy((mix - mean) / std), mean, std
-
     items: list[dict] = []
 
     def capture(mix: np.ndarray, mag: np.ndarray, should_cancel) -> tuple:
@@ -106,7 +107,7 @@ def main() -> int:
 
     core._runners[key] = capture
     for _song, mix in calibration:
-        engine.apply(normalise(mix)[0])
+        engine.apply(standardised(mix)[0])
     print(f"{len(items)} calibration inputs from {len(calibration)} songs", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         tick = time.perf_counter()
@@ -117,9 +118,9 @@ def main() -> int:
     rows: list[dict] = []
     seconds: dict[str, list[float]] = {"openvino (f32)": [], "int8 (NNCF)": []}
     core._runners[key] = int8
-    engine.apply(normalise(tests[0][1])[0])  # the first inference of a compiled model is slow
+    engine.apply(standardised(tests[0][1])[0])  # the first inference of a compiled model is slow
     for number, (song, mix) in enumerate(tests, 1):
-        normalised, mean, std = normalise(mix)
+        normalised, mean, std = standardised(mix)
         exact = reference.apply(normalised).numpy() * std + mean
         for name, runner in zip(seconds, (float32, int8), strict=True):
             core._runners[key] = runner

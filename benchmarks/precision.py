@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from structured_weights import DEFAULT_SONGS, STEMS, load_weights
-from throughput import build_model
+from eval_songs import DEFAULT_SONGS, STEMS, read_audio
+from structured_weights import load_weights
+from throughput import build_model, measurable_backends
 
 #: The deviation a path may have to become a default: below 0.1 dB of SDR change
 #: for any separation up to 11 dB SDR (issue 17).
@@ -56,13 +57,19 @@ def stem_deviations_db(ours: np.ndarray, exact: np.ndarray) -> list[float]:
     ]
 
 
-def read_mixtures(root: Path, limit: int = 0) -> list[tuple[str, np.ndarray]]:
-    import soundfile
+def standardised(mix: np.ndarray):
+    """``(mix − mean) / std`` of its mono sum, as a tensor, with ``mean`` and ``std``."""
+    import torch
 
+    mono = mix.mean(0)
+    mean, std = float(mono.mean()), float(mono.std()) + 1e-8
+    return torch.from_numpy((mix - mean) / std), mean, std
+
+
+def read_mixtures(root: Path, limit: int = 0) -> list[tuple[str, np.ndarray]]:
     songs = []
     for path in sorted(root.glob("*/mixture.flac")):
-        audio, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
-        songs.append((path.parent.name, np.ascontiguousarray(audio.T)))
+        songs.append((path.parent.name, read_audio(path)))
         if limit and len(songs) == limit:
             break
     if not songs:
@@ -132,19 +139,12 @@ class PrecisionPath:
 
 
 def default_paths(device: str) -> str:
-    from daw_bridge.separation.backends import backend_available, cpu_accelerates_bf16
-
     if device.startswith("cuda"):
         return "cuda-float32,cuda-float16,cuda-bfloat16"
-    paths = ["openvino", "openvino-bf16", "onnxruntime"]
-    if not cpu_accelerates_bf16():
-        print("openvino-bf16 not measured: this CPU has no AMX or AVX-512 BF16")
-        paths.remove("openvino-bf16")
-    return ",".join(p for p in paths if backend_available(p))
+    return ",".join(measurable_backends(["openvino", "openvino-bf16", "onnxruntime"]))
 
 
 def main() -> int:
-    import torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--songs", type=Path, default=DEFAULT_SONGS)
@@ -175,9 +175,7 @@ def main() -> int:
     rows = []
     started = time.perf_counter()
     for number, (song, mix) in enumerate(songs, 1):
-        mono = mix.mean(0)
-        mean, std = float(mono.mean()), float(mono.std()) + 1e-8
-        normalised = torch.from_numpy((mix - mean) / std)
+        normalised, mean, std = standardised(mix)
         exact = reference.separate(normalised) * std + mean
         for path in paths:
             ours = path.separate(normalised) * std + mean

@@ -27,22 +27,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_songs import DEFAULT_SONGS, STEMS, read_audio
 from throughput import SR, build_model
-
-STEMS = ("drums", "bass", "other", "vocals")
-DEFAULT_SONGS = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "musdb18-7-test"
 
 
 def read_stems(root: Path, limit: int = 0) -> list[np.ndarray]:
     """Each song's stems as one float32 array (4, 2, frames); any libsndfile format."""
-    import soundfile
-
     songs = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = [next(iter(sorted(folder.glob(f"{stem}.*"))), None) for stem in STEMS]
         if None in files:
             continue
-        audio = [soundfile.read(str(f), dtype="float32", always_2d=True)[0].T for f in files]
+        audio = [read_audio(f) for f in files]
         frames = min(a.shape[1] for a in audio)
         songs.append(np.stack([a[:, :frames] for a in audio]))
         if limit and len(songs) == limit:

@@ -165,17 +165,22 @@ def matmul_peak_gflops(size: int = 3072, repeats: int = 5) -> float:
 
 def default_backends() -> str:
     """The default path, the other CPU runtime and exact PyTorch; bf16 where the CPU has it."""
+    return ",".join(measurable_backends(["auto", "openvino-bf16", "onnxruntime", "torch"]))
+
+
+def measurable_backends(backends: list[str]) -> list[str]:
+    """Those of ``backends`` this machine can run, saying why each other one is left out."""
     from daw_bridge.separation.backends import backend_available, cpu_accelerates_bf16
 
-    backends = ["auto", "openvino-bf16", "onnxruntime", "torch"]
-    if not cpu_accelerates_bf16():
-        print("openvino-bf16 not measured: this CPU has no AMX or AVX-512 BF16")
-        backends.remove("openvino-bf16")
-    for backend in backends[1:]:
-        if not backend_available(backend):
+    kept = []
+    for backend in backends:
+        if backend == "openvino-bf16" and not cpu_accelerates_bf16():
+            print("openvino-bf16 not measured: this CPU has no AMX or AVX-512 BF16")
+        elif not backend_available(backend):
             print(f"{backend} not measured: not installed")
-            backends.remove(backend)
-    return ",".join(backends)
+        else:
+            kept.append(backend)
+    return kept
 
 
 PRECISIONS = {"float32": None, "float16": "float16", "bfloat16": "bfloat16"}
