@@ -9,12 +9,10 @@ in the repository's ``presets/`` folder, installed as the package data
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from daw_bridge.presets.schema import Preset, PresetError, read_preset_file
-
-SUFFIX = ".toml"
+from daw_bridge.toml_files import SUFFIX, Library, LibraryEntry
 
 
 def builtin_dir() -> Path:
@@ -25,31 +23,20 @@ def builtin_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "presets"
 
 
+_PRESETS = Library(
+    "preset", PresetError, builtin_dir, "DAW_BRIDGE_PRESET_DIR", "presets",
+    "`daw-bridge presets list`",
+)  # fmt: skip
+
+
 def user_dir() -> Path:
     """``$DAW_BRIDGE_PRESET_DIR``, else ``presets`` in the user's daw-bridge config folder."""
-    configured = os.environ.get("DAW_BRIDGE_PRESET_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir("daw-bridge")) / "presets"
+    return _PRESETS.user_dir()
 
 
-@dataclass(frozen=True)
-class PresetEntry:
-    name: str
-    path: Path
-    origin: str  # "user" or "built-in"
-
-
-def available() -> list[PresetEntry]:
+def available() -> list[LibraryEntry]:
     """Every preset by name (a user preset hides a built-in of the same name), sorted."""
-    found: dict[str, PresetEntry] = {}
-    for origin, folder in (("built-in", builtin_dir()), ("user", user_dir())):
-        if folder.is_dir():
-            for path in folder.glob(f"*{SUFFIX}"):
-                found[path.stem] = PresetEntry(path.stem, path, origin)
-    return sorted(found.values(), key=lambda entry: entry.name)
+    return _PRESETS.available()
 
 
 def _looks_like_path(reference: str) -> bool:
@@ -58,32 +45,13 @@ def _looks_like_path(reference: str) -> bool:
 
 def find(reference: str) -> Path:
     """The file of a preset given by name or by path."""
-    if _looks_like_path(reference):
-        path = Path(reference).expanduser()
-        if not path.is_file():
-            raise PresetError(
-                f"Preset file not found: {path}",
-                "Check the path, or give a preset name (see `daw-bridge presets list`).",
-            )
-        return path.resolve()
-    for entry in available():
-        if entry.name == reference:
-            return entry.path
-    names = ", ".join(entry.name for entry in available())
-    raise PresetError(
-        f"There is no preset named {reference!r}.",
-        f"Use one of: {names}; or give a .toml file's path, or put "
-        f"{reference}{SUFFIX} in {user_dir()}.",
-    )
+    return _PRESETS.find(reference, by_path=_looks_like_path(reference))
 
 
 def load(reference: str) -> Preset:
     """Find, read and check a preset by name or path (plugins are not loaded yet)."""
     path = find(reference)
     preset = read_preset_file(path)
-    if not _looks_like_path(reference) and preset.name != path.stem:
-        raise PresetError(
-            f"{path}: name = {preset.name!r} does not match the file name {path.name!r}.",
-            f'Set name = "{path.stem}", or rename the file to {preset.name}{SUFFIX}.',
-        )
+    if not _looks_like_path(reference):
+        _PRESETS.check_name(path, preset.name)
     return preset

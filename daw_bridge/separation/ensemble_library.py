@@ -25,7 +25,6 @@ a copy there under a built-in's name changes what that name means on this machin
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,8 @@ from typing import Any
 
 from daw_bridge.errors import InvalidOptionError
 from daw_bridge.separation.ensemble import RULES, is_ensemble, parse_ensemble
-from daw_bridge.toml_files import Problems, did_you_mean, read_toml
+from daw_bridge.toml_files import SUFFIX, Library, LibraryEntry, Problems, did_you_mean, read_toml
 
-SUFFIX = ".toml"
 USER_DIR_ENV = "DAW_BRIDGE_ENSEMBLE_DIR"
 DEFAULT_RULE = "avg_wave"
 TOP_KEYS = ("name", "description", "stems")
@@ -81,13 +79,6 @@ class Ensemble:
         return tuple(dict.fromkeys(m for pick in self.stems.values() for m in pick.models))
 
 
-@dataclass(frozen=True)
-class EnsembleEntry:
-    name: str
-    path: Path
-    origin: str  # "user" or "built-in"
-
-
 # -- where files are --------------------------------------------------------------------
 
 
@@ -99,25 +90,20 @@ def builtin_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "ensembles"
 
 
+_ENSEMBLES = Library(
+    "ensemble", EnsembleError, builtin_dir, USER_DIR_ENV, "ensembles", "`daw-bridge models`"
+)
+
+
 def user_dir() -> Path:
     """``$DAW_BRIDGE_ENSEMBLE_DIR``, else ``ensembles`` in the user's daw-bridge config folder
     (beside the user's ``presets``)."""
-    configured = os.environ.get(USER_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir("daw-bridge")) / "ensembles"
+    return _ENSEMBLES.user_dir()
 
 
-def available() -> list[EnsembleEntry]:
+def available() -> list[LibraryEntry]:
     """Every ensemble file by name (a user file hides a built-in of the same name), sorted."""
-    found: dict[str, EnsembleEntry] = {}
-    for origin, folder in (("built-in", builtin_dir()), ("user", user_dir())):
-        if folder.is_dir():
-            for path in folder.glob(f"*{SUFFIX}"):
-                found[path.stem] = EnsembleEntry(path.stem, path, origin)
-    return sorted(found.values(), key=lambda entry: entry.name)
+    return _ENSEMBLES.available()
 
 
 def ensemble_names() -> list[str]:
@@ -130,10 +116,10 @@ def builtin_names() -> set[str]:
     return {entry.name for entry in available() if entry.origin == "built-in"}
 
 
-def describe_all() -> list[tuple[EnsembleEntry, Ensemble | None, str]]:
+def describe_all() -> list[tuple[LibraryEntry, Ensemble | None, str]]:
     """Each ensemble with its parsed form, or None and the problem for a broken file, so a
     listing shows every file instead of failing at the first bad one."""
-    described: list[tuple[EnsembleEntry, Ensemble | None, str]] = []
+    described: list[tuple[LibraryEntry, Ensemble | None, str]] = []
     for entry in available():
         try:
             described.append((entry, load_ensemble(entry.name), ""))
@@ -167,34 +153,15 @@ def expand(model: str) -> str:
 
 def find(reference: str) -> Path:
     """The file of an ensemble given by name or by ``.toml`` path."""
-    if is_ensemble_file(reference):
-        path = Path(reference).expanduser()
-        if not path.is_file():
-            raise EnsembleError(
-                f"Ensemble file not found: {path}",
-                "Check the path, or give an ensemble name (see `daw-bridge models`).",
-            )
-        return path.resolve()
-    for entry in available():
-        if entry.name == reference:
-            return entry.path
-    names = ", ".join(ensemble_names()) or "none"
-    raise EnsembleError(
-        f"There is no ensemble named {reference!r}.",
-        f"Use one of: {names}; or give a .toml file's path, or put "
-        f"{reference}{SUFFIX} in {user_dir()}.",
-    )
+    return _ENSEMBLES.find(reference, by_path=is_ensemble_file(reference))
 
 
 def load_ensemble(reference: str) -> Ensemble:
     """Find, read and check an ensemble by name or path; no model is loaded."""
     path = find(reference)
     ensemble = read_ensemble_file(path)
-    if not is_ensemble_file(reference) and ensemble.name != path.stem:
-        raise EnsembleError(
-            f"{path}: name = {ensemble.name!r} does not match the file name {path.name!r}.",
-            f'Set name = "{path.stem}", or rename the file to {ensemble.name}{SUFFIX}.',
-        )
+    if not is_ensemble_file(reference):
+        _ENSEMBLES.check_name(path, ensemble.name)
     return ensemble
 
 
