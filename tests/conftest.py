@@ -166,6 +166,17 @@ def full_size_htdemucs():
     return model, mix, reference
 
 
+def killed_splits_staging(folder: Path) -> Path:
+    """What a split killed while writing into ``folder`` leaves there: the staging folder
+    of a process that is gone, holding half a stem."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    staging = folder / f".daw-bridge-cli-{int(dead.stdout)}.partial"
+    staging.mkdir(parents=True)
+    (staging / "vocals.wav").write_bytes(b"half a stem")
+    return staging
+
+
 def free_address() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 

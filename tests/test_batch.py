@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import soundfile
 
 from daw_bridge.batch import collect_songs
 from daw_bridge.cli import main
-from tests.conftest import free_port, noise, write_wav
+from tests.conftest import free_port, killed_splits_staging, noise, write_wav
 from tests.output_folders import UNUSABLE, unusable_folder
 
 STEMS = ["bass.wav", "drums.wav", "manifest.json", "other.wav", "vocals.wav"]
@@ -135,11 +133,7 @@ def test_what_a_killed_batch_left_in_a_songs_folder_is_undone_and_the_song_redon
 ):
     (songs / "Broken.wav").unlink()
     folder = tmp_path / "out" / tiny_checkpoint.stem / "Gamma"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    staging = folder / f".daw-bridge-cli-{int(dead.stdout)}.partial"
-    staging.mkdir(parents=True)
-    (staging / "vocals.wav").write_bytes(b"half a stem")
+    killed_splits_staging(folder)
     assert batch(tiny_checkpoint, songs / "Gamma.wav", "--out", tmp_path / "out") == 0
     assert files_in(folder) == STEMS
 

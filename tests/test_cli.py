@@ -12,7 +12,7 @@ import soundfile
 
 from daw_bridge.audio.io import read_span
 from daw_bridge.cli import main
-from tests.conftest import EVAL_SONGS, SOURCES, free_port, noise, write_wav
+from tests.conftest import EVAL_SONGS, SOURCES, free_port, killed_splits_staging, noise, write_wav
 from tests.output_folders import UNUSABLE, unusable_folder
 
 
@@ -339,11 +339,7 @@ def test_what_a_killed_split_left_is_undone_by_the_next_split_there(
     tmp_path, song, tiny_checkpoint
 ):
     folder = tmp_path / "out" / tiny_checkpoint.stem / "My Song"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    staging = folder / f".daw-bridge-cli-{int(dead.stdout)}.partial"
-    staging.mkdir(parents=True)
-    (staging / "vocals.wav").write_bytes(b"half a stem")
+    staging = killed_splits_staging(folder)
     (folder / "mine.txt").write_text("the user's")
     argv = ["split", str(song), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "out")]
     assert main([*argv, "-q"]) == 0
