@@ -3,18 +3,16 @@
 #
 #   bash benchmarks/gpu_run.sh gpu        # CUDA tests, throughput, trained weights,
 #                                         # per-stem deviations, warm-server latency
-#   bash benchmarks/gpu_run.sh cpu-bf16   # the same machine's CPU, if it computes bfloat16:
-#                                         # openvino-bf16's deviations and 2-core latency
+#   bash benchmarks/gpu_run.sh cpu        # the same machine's CPU: its float32 ceilings,
+#                                         # openvino-f16's deviations, 2-core latencies
 #
 # The machine has PyTorch and CUDA but none of our other dependencies and no
-# network, and it gets only the repository, so the run needs, prepared beside it
-# (git-ignored, never committed): .whl/ (wheels the image lacks, for its
-# Python), .ovpkg/ (OpenVINO's CPU runtime), .devdata/shared/ (htdemucs_kwargs.json
-# and the test songs' mixtures, as ../shared has them) and .devdata/stems/ (their
-# stems as Ogg Vorbis: training data only, the deviations use the FLAC mixtures).
-# Carried paths do not outlive their call, so the data is copied to /tmp/devdata,
-# which does while the machine stays warm: a second call soon after the first
-# (cpu-bf16 after gpu) needs to carry only .ovpkg, and finds the trained weights.
+# network, and it gets only the repository, so the run needs what
+# benchmarks/gpu_prepare.sh puts beside it (git-ignored, never committed; its
+# header has the two calls). Carried paths do not outlive their call, so the data
+# is copied to /tmp/devdata, which does while the machine stays warm: a second
+# call soon after the first (cpu after gpu) needs to carry only .ovpkg, and finds
+# the trained weights.
 # Everything lands in $OUT (log.txt, JSON); the tables are printed last.
 set -u
 mode=${1:-gpu}
@@ -28,7 +26,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHEC
 step "machine ($mode)"
 { nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   lscpu | grep -E "Model name|^CPU\(s\)"
-  echo "flags: $(grep -o -w 'avx512f\|avx512_bf16\|avx512_vnni\|amx_bf16\|amx_tile\|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "flags: $(grep -o -w 'avx512f\|avx512_bf16\|avx512_fp16\|avx512_vnni\|avx_vnni\|amx_bf16\|amx_fp16\|amx_tile\|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 } 2>&1 | tee -a "$log"
 if [ ! -d /tmp/site/demucs ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl >>"$log" 2>&1
@@ -71,16 +69,29 @@ else
   tar xJf .ovpkg/ov-stripped.tar.xz -C /tmp/site
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .ovpkg/*.whl >>"$log" 2>&1
   python3 -c "import openvino as ov; print(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))" 2>&1 | tee -a "$log"
+  step "float32 ceilings on 2 cores: the FMA peak and a large matrix multiply"
+  if command -v gcc >/dev/null && gcc -O2 -march=native -fopenmp benchmarks/fma_peak.c -o /tmp/fma_peak 2>>"$log"; then
+    taskset -c 0,1 /tmp/fma_peak 2 2>&1 | tee -a "$log"
+  else
+    echo "  no C compiler: FMA peak not measured" | tee -a "$log"
+  fi
+  taskset -c 0,1 python3 -c "import sys, torch; sys.path.insert(0, 'benchmarks'); torch.set_num_threads(2)
+from throughput import matmul_peak_gflops; print(f'2 threads: {matmul_peak_gflops():.0f} GFLOP/s float32 sgemm (3072²)')" 2>&1 | tee -a "$log"
   weights=()
   [ -f "$data/trained.th" ] && weights=(--weights "$data/trained.th")
-  step "openvino-bf16 deviations on this CPU (${weights[*]:-random weights})"
-  quiet 150 python3 benchmarks/precision.py --paths openvino,openvino-bf16 "${weights[@]}" \
+  # float16 is new here; bfloat16 already missed the bound on 38 songs (more songs can only
+  # find a worse stem), so the time goes to float16 on all 50.
+  step "openvino-f16 deviations on this CPU (${weights[*]:-random weights})"
+  quiet 200 python3 benchmarks/precision.py --paths openvino-f16 "${weights[@]}" \
     --json "$OUT/dev_cpu.json"
-  step "latency on 2 cores: auto, then openvino-bf16"
-  quiet 100 env DAW_BRIDGE_BACKEND=openvino-bf16 taskset -c 0,1 python3 benchmarks/latency.py \
-    --rounds 2 --no-cold --clips 10
+  step "latency on 2 cores: auto (float32), then each reduced precision this CPU computes"
   quiet 100 taskset -c 0,1 python3 benchmarks/latency.py --rounds 2 --no-cold --clips 10
+  for backend in openvino-f16 openvino-bf16; do
+    quiet 100 env DAW_BRIDGE_BACKEND=$backend taskset -c 0,1 python3 benchmarks/latency.py \
+      --rounds 2 --no-cold --clips 10
+  done
   step "summary"
-  python3 benchmarks/precision.py --report "$OUT/dev_cpu.json"
-  grep -A 6 "^Full-size htdemucs" "$log"
+  grep -E "GFLOP/s" "$log"
+  [ -f "$OUT/dev_cpu.json" ] && python3 benchmarks/precision.py --report "$OUT/dev_cpu.json"
+  grep -B 2 -A 6 "^Full-size htdemucs" "$log"
 fi

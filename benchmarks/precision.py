@@ -5,9 +5,9 @@ A deviation d added to a separation whose error is e changes its SDR by at most
 that stem's own energy (a quiet stem is where reduced precision shows), on
 the evaluation songs, against the exact float32 output of the same weights:
 
-- on the CPU: the ``openvino``, ``openvino-bf16`` (where the CPU computes
-  bfloat16) and ``onnxruntime`` backends against ``torch`` (``apply_model``'s
-  numbers);
+- on the CPU: the ``openvino``, ``openvino-bf16`` and ``openvino-f16`` (where
+  the CPU computes bfloat16 or float16) and ``onnxruntime`` backends against
+  ``torch`` (``apply_model``'s numbers);
 - on CUDA: ``cuda-float32`` (PyTorch's defaults, TF32 convolutions),
   ``cuda-float16`` and ``cuda-bfloat16`` autocast against float32 with TF32 off.
   ``cuda-bfloat16+f32:encoder/decoder`` keeps the named sub-modules in float32,
@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_songs import DEFAULT_SONGS, STEMS, read_audio
 from structured_weights import load_weights
 from throughput import build_model, measurable_backends
+
+from daw_bridge.errors import InvalidOptionError
 
 #: The deviation a path may have to become a default: below 0.1 dB of SDR change
 #: for any separation up to 11 dB SDR (issue 17).
@@ -141,7 +143,9 @@ class PrecisionPath:
 def default_paths(device: str) -> str:
     if device.startswith("cuda"):
         return "cuda-float32,cuda-float16,cuda-bfloat16"
-    return ",".join(measurable_backends(["openvino", "openvino-bf16", "onnxruntime"]))
+    return ",".join(
+        measurable_backends(["openvino", "openvino-bf16", "openvino-f16", "onnxruntime"])
+    )
 
 
 def main() -> int:
@@ -167,10 +171,13 @@ def main() -> int:
     label = f"{args.model}-size htdemucs, {weights} weights"
     cuda = args.device.startswith("cuda")
     reference = PrecisionPath("cuda-strict" if cuda else "torch", model, args.device)
-    paths = [
-        PrecisionPath(n, model, args.device)
-        for n in (args.paths or default_paths(args.device)).split(",")
-    ]
+    try:
+        paths = [
+            PrecisionPath(n, model, args.device)
+            for n in (args.paths or default_paths(args.device)).split(",")
+        ]
+    except InvalidOptionError as error:  # e.g. a precision this CPU does not compute
+        raise SystemExit(str(error)) from None
     songs = read_mixtures(args.songs, args.limit)
     rows = []
     started = time.perf_counter()

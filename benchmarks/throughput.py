@@ -10,6 +10,7 @@ difference and the relative error ``20·log10(‖ours − ref‖ / ‖ref‖)`` 
 
     python benchmarks/throughput.py                          # 30 s clip, 3 rounds
     python benchmarks/throughput.py --backend openvino-bf16  # CPUs with AMX / AVX-512 BF16
+    python benchmarks/throughput.py --backend openvino-f16   # CPUs with AVX-512 FP16
     python benchmarks/throughput.py --backend torch,onnxruntime --seconds 60 --rounds 5
     python benchmarks/throughput.py --device cuda --seconds 600 --precision float32,bfloat16
     python benchmarks/throughput.py --rss-minutes 10         # peak RSS, each in a fresh process
@@ -164,20 +165,23 @@ def matmul_peak_gflops(size: int = 3072, repeats: int = 5) -> float:
 
 
 def default_backends() -> str:
-    """The default path, the other CPU runtime and exact PyTorch; bf16 where the CPU has it."""
-    return ",".join(measurable_backends(["auto", "openvino-bf16", "onnxruntime", "torch"]))
+    """The default path, the other CPU runtime and exact PyTorch; bf16 and f16 where the
+    CPU computes them."""
+    return ",".join(
+        measurable_backends(["auto", "openvino-bf16", "openvino-f16", "onnxruntime", "torch"])
+    )
 
 
 def measurable_backends(backends: list[str]) -> list[str]:
     """Those of ``backends`` this machine can run, saying why each other one is left out."""
-    from daw_bridge.separation.backends import backend_available, cpu_accelerates_bf16
+    from daw_bridge.separation.backends import REDUCED_PRECISION, backend_available, cpu_computes
 
     kept = []
     for backend in backends:
-        if backend == "openvino-bf16" and not cpu_accelerates_bf16():
-            print("openvino-bf16 not measured: this CPU has no AMX or AVX-512 BF16")
-        elif not backend_available(backend):
+        if not backend_available(backend):
             print(f"{backend} not measured: not installed")
+        elif backend in REDUCED_PRECISION and not cpu_computes(backend):
+            print(f"{backend} not measured: this CPU has no {REDUCED_PRECISION[backend].hardware}")
         else:
             kept.append(backend)
     return kept
@@ -414,7 +418,7 @@ def main() -> int:
     parser.add_argument(
         "--backend",
         help="comma-separated, of: " + ", ".join(BACKENDS) + " (auto: the default path; "
-        "default: auto,onnxruntime,torch, and openvino-bf16 where the CPU computes bf16)",
+        "default: auto,onnxruntime,torch, and openvino-bf16/-f16 where the CPU computes them)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0: default)")
     parser.add_argument("--device", default="cpu")

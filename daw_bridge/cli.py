@@ -96,8 +96,9 @@ def _add_backend_option(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         help="how HTDemucs runs on the CPU: auto (default: openvino when installed), torch "
-        "(exactly demucs's numbers), or openvino-bf16 (opt-in, CPUs with AMX or AVX-512 BF16 "
-        "only: faster, but moves quiet stems by up to -46 dB); default: $DAW_BRIDGE_BACKEND, "
+        "(exactly demucs's numbers), openvino-bf16 (opt-in, CPUs with AMX or AVX-512 BF16 "
+        "only: faster, but moves stems by up to -46 dB) or openvino-f16 (opt-in, CPUs with "
+        "AVX-512 FP16 or AVX2-VNNI-2 only: not yet measured); default: $DAW_BRIDGE_BACKEND, "
         "then auto",
     )
 

@@ -275,7 +275,7 @@ def test_backend_option_picks_the_path_and_openvino_stays_within_minus_60_db_of_
 def test_bf16_backend_on_a_cpu_without_bf16_is_refused_with_the_fix(
     tmp_path, song, tiny_checkpoint, capsys, monkeypatch
 ) -> None:
-    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: False)
+    monkeypatch.setattr("daw_bridge.separation.backends._cpu_capabilities", lambda: ("FP32",))
     argv = ["split", str(song), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "o")]
     error = run_error(capsys, [*argv, "--backend", "openvino-bf16"])
     assert "no bfloat16 arithmetic" in error and "Use the openvino backend" in error

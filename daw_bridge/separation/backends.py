@@ -6,15 +6,34 @@ Kept free of torch so the command line can offer the choices without loading it.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from functools import cache
 
 from daw_bridge.errors import InvalidOptionError
 
-#: ``openvino-bf16`` is opt-in: it only runs on CPUs with AMX or AVX-512 BF16, where it
-#: is 1.8x faster, but it moved single stems by up to -46 dB of their own energy (random
-#: weights, 38 songs, 2026-11-27), outside the -50 dB a default may cost
-#: (``benchmarks/precision.py``; the README's Performance section).
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "openvino-bf16")
+
+@dataclass(frozen=True)
+class ReducedPrecision:
+    """An opt-in OpenVINO backend that computes in fewer bits where the CPU has them."""
+
+    openvino_type: str  #: what OpenVINO's ``INFERENCE_PRECISION_HINT`` is given
+    capability: str  #: the name OpenVINO lists in the CPU's ``OPTIMIZATION_CAPABILITIES``
+    arithmetic: str  #: for messages: the number format
+    hardware: str  #: for messages: the instructions that compute it
+
+
+#: Both are opt-in and run only where the CPU computes the format (elsewhere OpenVINO
+#: would quietly stay in float32). ``openvino-bf16`` is 1.8x faster on an AMX Xeon but
+#: moved single stems by up to -46 dB of their own energy (random weights, 38 songs,
+#: 2026-11-27), outside the -50 dB a default may cost (``benchmarks/precision.py``; the
+#: README's Precision section). ``openvino-f16`` (11 bits of mantissa to bfloat16's 8)
+#: met that bound as CUDA float16 (-58 dB on trained weights) but has not yet been
+#: measured on a CPU that computes float16; until it is, ``auto`` does not pick it.
+REDUCED_PRECISION = {
+    "openvino-bf16": ReducedPrecision("bf16", "BF16", "bfloat16", "AMX or AVX-512 BF16"),
+    "openvino-f16": ReducedPrecision("f16", "FP16", "float16", "AVX-512 FP16 or AVX2-VNNI-2"),
+}
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", *REDUCED_PRECISION)
 #: The CPU backend ``auto`` picks when it is installed.
 DEFAULT_CPU_BACKEND = "openvino"
 #: Environment variable choosing the backend when the caller does not.
@@ -24,7 +43,7 @@ BACKEND_ENV = "DAW_BRIDGE_BACKEND"
 _INSTALL = {
     "onnxruntime": ("onnxruntime", "onnx"),
     "openvino": ("openvino", "onnx"),
-    "openvino-bf16": ("openvino", "onnx"),
+    **{backend: ("openvino", "onnx") for backend in REDUCED_PRECISION},
 }
 
 
@@ -49,15 +68,19 @@ def check_backend(backend: str) -> None:
         )
 
 
-@cache
-def cpu_accelerates_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AMX or AVX-512 BF16), per OpenVINO.
+def cpu_computes(backend: str) -> bool:
+    """Whether this CPU computes ``backend``'s reduced precision natively, per OpenVINO.
 
-    Elsewhere OpenVINO silently keeps float32 under a bf16 request, so asking
-    for bf16 there would only pretend to be a different path.
+    Elsewhere OpenVINO silently keeps float32 under such a request, so asking for
+    it there would only pretend to be a different path.
     """
+    return REDUCED_PRECISION[backend].capability in _cpu_capabilities()
+
+
+@cache
+def _cpu_capabilities() -> tuple[str, ...]:
     if not backend_available("openvino"):
-        return False
+        return ()
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

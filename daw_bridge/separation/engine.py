@@ -34,9 +34,10 @@ from daw_bridge.separation.accel import AcceleratedCore
 from daw_bridge.separation.backends import (
     BACKEND_ENV,
     DEFAULT_CPU_BACKEND,
+    REDUCED_PRECISION,
     backend_available,
     check_backend,
-    cpu_accelerates_bf16,
+    cpu_computes,
     install_hint,
 )
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
@@ -230,10 +231,11 @@ class DemucsEngine:
                     f"The {requested} backend is not installed.",
                     f"Install it: {install_hint(requested)} (or set {BACKEND_ENV}=torch).",
                 )
-            if requested == "openvino-bf16" and not cpu_accelerates_bf16():
+            if requested in REDUCED_PRECISION and not cpu_computes(requested):
+                precision = REDUCED_PRECISION[requested]
                 raise InvalidOptionError(
-                    "This CPU has no bfloat16 arithmetic (AMX or AVX-512 BF16), so the "
-                    "openvino-bf16 backend would run in float32 anyway.",
+                    f"This CPU has no {precision.arithmetic} arithmetic ({precision.hardware}), "
+                    f"so the {requested} backend would run in float32 anyway.",
                     "Use the openvino backend (or auto).",
                 )
             return requested

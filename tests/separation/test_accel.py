@@ -177,26 +177,78 @@ def test_openvino_is_pinned_to_float32_so_cpus_with_bf16_do_not_downcast(model, 
     assert rel_db(fast, exact) < -80
 
 
-def test_openvino_bf16_is_refused_where_the_cpu_has_no_bf16(model, monkeypatch):
-    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: False)
-    with pytest.raises(InvalidOptionError, match="AMX") as raised:
-        DemucsEngine([model], device="cpu", backend="openvino-bf16")
+REDUCED = list(backends.REDUCED_PRECISION)
+
+
+def cpu_capabilities(monkeypatch, *names: str) -> None:
+    """Make OpenVINO appear to list ``names`` among this CPU's capabilities."""
+    monkeypatch.setattr(backends, "_cpu_capabilities", lambda: names)
+
+
+@pytest.mark.parametrize(
+    ("backend", "arithmetic"), [("openvino-bf16", "bfloat16"), ("openvino-f16", "float16")]
+)
+def test_a_reduced_precision_backend_is_refused_where_the_cpu_lacks_it(
+    model, monkeypatch, backend, arithmetic
+):
+    cpu_capabilities(monkeypatch, "FP32", "INT8")
+    with pytest.raises(InvalidOptionError, match=f"no {arithmetic} arithmetic") as raised:
+        DemucsEngine([model], device="cpu", backend=backend)
     assert "openvino backend" in raised.value.fix
 
 
-def test_openvino_bf16_asks_openvino_for_bf16(model, monkeypatch, openvino_configs):
-    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: True)
-    engine = DemucsEngine([model], device="cpu", backend="openvino-bf16")
-    assert engine.backend == "openvino-bf16"
-    assert [config["INFERENCE_PRECISION_HINT"] for config in openvino_configs] == ["bf16"]
-    assert engine.apply(mix_of(1.2)).shape == (4, 2, int(1.2 * SR))
+@pytest.mark.parametrize("backend", REDUCED)
+def test_a_reduced_precision_backend_asks_openvino_for_its_precision(
+    model, monkeypatch, openvino_configs, backend
+):
+    cpu_capabilities(monkeypatch, "FP32", "BF16", "FP16")
+    DemucsEngine([model], device="cpu", backend=backend)
+    asked = backends.REDUCED_PRECISION[backend].openvino_type
+    assert [config["INFERENCE_PRECISION_HINT"] for config in openvino_configs] == [asked]
 
 
-@pytest.mark.parametrize("cpu_has_bf16", [False, True])
-def test_auto_stays_float32_even_where_the_cpu_computes_bf16(model, monkeypatch, cpu_has_bf16):
+@pytest.mark.parametrize("backend", REDUCED)
+def test_where_openvino_quietly_keeps_float32_the_reduced_backend_falls_back_loudly(
+    model, monkeypatch, caplog, backend
+):
+    # OpenVINO takes the precision as a hint. Its capability list is faked here, its
+    # compiler is real: on a CPU without the arithmetic it compiles float32 instead.
+    pytest.importorskip("openvino")
+    if backends.cpu_computes(backend):
+        pytest.skip(f"this CPU computes {backend}'s precision: OpenVINO honours the hint")
+    cpu_capabilities(monkeypatch, "FP32", "BF16", "FP16")
+    with caplog.at_level(logging.WARNING):
+        engine = DemucsEngine([model], device="cpu", backend=backend)
+    assert engine.backend == "torch"
+    assert f"compiled the {backend} core in f32" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("backend", "compiled", "accepted"),
+    [
+        ("openvino", "f32", True),
+        ("openvino", "bf16", False),
+        ("openvino-f16", "f16", True),
+        ("openvino-f16", "f32", False),
+        ("openvino-bf16", "bf16", True),
+    ],
+)
+def test_a_core_compiled_in_another_precision_than_promised_is_refused(backend, compiled, accepted):
+    openvino = pytest.importorskip("openvino")
+    precision = getattr(openvino.Type, compiled)
+    if accepted:
+        accel._check_precision(precision, backend)
+    else:
+        with pytest.raises(accel.BackendUnavailable, match=f"in {compiled}, not "):
+            accel._check_precision(precision, backend)
+
+
+@pytest.mark.parametrize("capabilities", [(), ("BF16",), ("BF16", "FP16")])
+def test_auto_stays_float32_even_where_the_cpu_computes_less(model, monkeypatch, capabilities):
     # bfloat16 moved single stems by up to -46 dB (OpenVINO, AMX Xeon) and -40 dB (trained
     # weights, CUDA autocast): outside the -50 dB a default may cost (benchmarks/precision.py).
-    monkeypatch.setattr("daw_bridge.separation.engine.cpu_accelerates_bf16", lambda: cpu_has_bf16)
+    # float16 is not yet measured on a CPU that computes it.
+    cpu_capabilities(monkeypatch, "FP32", *capabilities)
     assert DemucsEngine([model], device="cpu").backend in {"openvino", "torch"}
 
 
