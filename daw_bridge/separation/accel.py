@@ -289,7 +289,8 @@ def _check_precision(compiled_precision: Any, backend: str) -> None:
     quietly computes in float32, and a future release could change its defaults.
     """
     asked = _OPENVINO_PRECISION[backend]
-    computed = compiled_precision.to_string()
+    to_string = getattr(compiled_precision, "to_string", None)  # an ov.Type; a str before
+    computed = to_string() if to_string else str(compiled_precision)
     if computed != asked:
         raise BackendUnavailable(f"OpenVINO compiled the {backend} core in {computed}, not {asked}")
 
