@@ -9,9 +9,10 @@
 #                                                                 /tmp survives, carries not)
 #
 # It makes:
-#   .whl/     wheels the device image lacks (it has PyTorch, CUDA, numpy, scipy, numba,
-#             onnx, einops, pytest), for its Python ($PYVER, default 3.12), at the
-#             versions installed here, so the device runs what the suite tested;
+#   .whl/     wheels the device image lacked (it had PyTorch and CUDA, numpy, onnx,
+#             einops and pytest), for its Python ($PYVER, default 3.12), at the
+#             versions installed here, so the device runs what the suite tested
+#             (checked: they install and import under a local Python 3.12);
 #   .ovpkg/   OpenVINO's CPU runtime without its GPU and NPU plugins and non-ONNX
 #             frontends (59 MB as a wheel, about 21 MB so), and openvino-telemetry;
 #   .devdata/ htdemucs_kwargs.json and the test songs' mixtures as ../shared has them,
@@ -42,7 +43,7 @@ echo "wheels (.whl/)"
 rm -rf .whl && mkdir .whl && dest=.whl
 wheels_for_device demucs julius lameenc soundfile cffi pycparser soxr pedalboard pyzmq mido \
   librosa audioread pooch decorator platformdirs omegaconf antlr4-python3-runtime lazy_loader \
-  msgpack
+  msgpack pyyaml
 
 echo "OpenVINO, stripped to its CPU runtime (.ovpkg/)"
 rm -rf .ovpkg && mkdir .ovpkg
