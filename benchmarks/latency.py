@@ -62,14 +62,6 @@ def _clip(folder: Path, seconds: float, first_song: int = 0) -> Path:
     return write_audio(folder / f"clip{int(seconds)}s-{first_song}.wav", audio, 44100)
 
 
-def _device_name(args) -> str:
-    if args.device.startswith("cuda"):
-        import torch
-
-        return f"{torch.cuda.get_device_name()}{' fp16' if args.half else ''}"
-    return "CPU"
-
-
 def _timed(command: list[str], **kwargs) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, **kwargs)
@@ -78,6 +70,9 @@ def _timed(command: list[str], **kwargs) -> float:
 
 def main() -> int:
     import argparse
+
+    import torch
+    from throughput import device_name  # this script's folder is on sys.path
 
     from daw_bridge.client.client import Client
 
@@ -153,7 +148,8 @@ def main() -> int:
         )
         server.wait(30)
     print(
-        f"\nFull-size htdemucs (random weights), {_device_name(args)}, "
+        f"\nFull-size htdemucs (random weights), {device_name(torch.device(args.device))}"
+        f"{' fp16' if args.half else ''}, "
         f"{len(os.sched_getaffinity(0))} cores, "
         f"backend {os.environ.get('DAW_BRIDGE_BACKEND', 'auto')}, medians of {rounds} rounds\n"
     )
