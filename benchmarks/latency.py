@@ -17,14 +17,12 @@ report medians over the rounds, as this shared machine is noisy.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +30,6 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 SHARED = REPO_ROOT.parent / "shared"
-
-
-def _checkpoint(folder: Path) -> Path:
-    import torch
-    from demucs.htdemucs import HTDemucs
-
-    from tests.conftest import save_checkpoint
-
-    spec = json.loads((SHARED / "models" / "htdemucs_kwargs.json").read_text())
-    torch.manual_seed(0)
-    model = HTDemucs(**spec["kwargs"], segment=Fraction(*spec["segment_fraction"]))
-    return save_checkpoint(model, folder, "randomhtdemucs", half=True)
 
 
 def _clip(folder: Path, seconds: float, first_song: int = 0) -> Path:
@@ -72,7 +58,7 @@ def main() -> int:
     import argparse
 
     import torch
-    from throughput import device_name  # this script's folder is on sys.path
+    from throughput import device_name, random_checkpoint  # this script's folder is on sys.path
 
     from daw_bridge.client.client import Client
 
@@ -85,7 +71,7 @@ def main() -> int:
     args = parser.parse_args()
     rounds = args.rounds
     work = Path(tempfile.mkdtemp(prefix="daw-bridge-latency-"))
-    checkpoint = _checkpoint(work / "models")
+    checkpoint = random_checkpoint(work / "models")
     # A different stretch of music per round and length (10 songs apart), so no cache hits.
     lengths = [int(s) for s in args.clips.split(",")]
     clips = {s: [_clip(work, s, 10 * r) for r in range(rounds)] for s in lengths}

@@ -23,32 +23,17 @@ unless ``--model`` names another (e.g. ``dsp``, or a real checkpoint).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 SHARED = REPO_ROOT.parent / "shared"
 SONGS = SHARED / "eval" / "musdb18-7-test"
-
-
-def full_size_htdemucs(folder: Path) -> Path:
-    """htdemucs's network at full size with seeded random weights, saved as a release file."""
-    import torch
-    from demucs.htdemucs import HTDemucs
-
-    from tests.conftest import save_checkpoint
-
-    spec = json.loads((SHARED / "models" / "htdemucs_kwargs.json").read_text())
-    torch.manual_seed(0)
-    model = HTDemucs(**spec["kwargs"], segment=Fraction(*spec["segment_fraction"]))
-    return save_checkpoint(model, folder, "randomhtdemucs", half=True)
 
 
 def timed_batch(argv: list[str]) -> tuple[float, float, int]:
@@ -97,6 +82,7 @@ def main() -> None:
     parser.add_argument("--songs", type=int, default=20)
     parser.add_argument("--model", help="default: full-size htdemucs, random weights")
     options = parser.parse_args()
+    from throughput import random_checkpoint  # this script's folder is on sys.path
 
     cores = os.cpu_count() or 1
     songs = sorted(SONGS.glob("*/mixture.flac"))[: options.songs]
@@ -104,7 +90,7 @@ def main() -> None:
         work_dir = Path(work)
         # The backend's exported network goes to a cache of this run (workers inherit it).
         os.environ["DAW_BRIDGE_CACHE_DIR"] = str(work_dir / "cache")
-        model = options.model or str(full_size_htdemucs(work_dir / "model"))
+        model = options.model or str(random_checkpoint(work_dir / "model"))
         warm_up(model)
         common = [*map(str, songs), "--model", model, "--device", "cpu", "-q"]
         runs = {

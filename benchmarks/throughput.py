@@ -62,6 +62,14 @@ def build_model(size: str = "full"):
     return HTDemucs(**kwargs, segment=segment).eval()
 
 
+def random_checkpoint(folder: Path) -> Path:
+    """``build_model("full")`` saved as Meta's release files are (``randomhtdemucs-<sha>.th``),
+    for the benchmarks that give a server or a command line a model file."""
+    from tests.conftest import save_checkpoint
+
+    return save_checkpoint(build_model("full"), folder, "randomhtdemucs", half=True)
+
+
 def music(seconds: float) -> np.ndarray:
     """The evaluation mixtures end to end (tiled), or noise if there are none."""
     from daw_bridge.audio.io import read_span
