@@ -42,6 +42,11 @@ class ModelUnavailableError(DawBridgeError):
     """Model weights cannot be found, downloaded or verified."""
 
 
+class ModelOutputError(DawBridgeError):
+    """The network computed samples that are not numbers (NaN or infinity): written out,
+    they would be silence or full-scale noise, so nothing is written."""
+
+
 class InvalidOptionError(DawBridgeError):
     """An option has a value that cannot work."""
 

@@ -29,7 +29,7 @@ from demucs.htdemucs import HTDemucs
 from torch import nn
 from torch.nn import functional as F
 
-from daw_bridge.errors import CancelledError, InvalidOptionError
+from daw_bridge.errors import CancelledError, InvalidOptionError, ModelOutputError
 from daw_bridge.separation.accel import AcceleratedCore
 from daw_bridge.separation.backends import (
     BACKEND_ENV,
@@ -422,6 +422,8 @@ class DemucsEngine:
         with torch.inference_mode(), self._precision():
             outputs = self._forward(model, inputs, tracker)
         outputs = outputs.float()
+        if not bool(torch.isfinite(outputs).all()):  # the inputs were checked when read
+            raise self._non_finite_output()
         return [
             (offset, chunk_length, _center_trim(chunk_out, chunk_length))
             for (offset, chunk_length, _), chunk_out in zip(batch, outputs, strict=True)
@@ -447,6 +449,32 @@ class DemucsEngine:
     def _valid_length(model: nn.Module, length: int) -> int:
         valid_length = getattr(model, "valid_length", None)
         return int(valid_length(length)) if valid_length is not None else length
+
+    def _non_finite_output(self) -> ModelOutputError:
+        """What went wrong when the network's output holds NaN or infinity, and the fix.
+
+        Reduced precision overflows where activations outgrow its range: OpenVINO's
+        float16 did so on trained weights (a Xeon with AVX-512 FP16, 2026-11-27)."""
+        problem = "The separation produced samples that are not numbers (NaN or infinity)"
+        if self.backend in REDUCED_PRECISION:
+            precision = REDUCED_PRECISION[self.backend]
+            return ModelOutputError(
+                f"{problem}: the {self.backend} backend overflowed {precision.arithmetic} "
+                "on this model and audio. Nothing was written.",
+                f"Use the openvino backend (float32): --backend openvino, or unset {BACKEND_ENV}.",
+            )
+        if self.half:
+            return ModelOutputError(
+                f"{problem}: half precision ({str(self.half_dtype).removeprefix('torch.')}) "
+                "overflowed on this model and audio. Nothing was written.",
+                "Drop --half (float32 on the GPU).",
+            )
+        return ModelOutputError(
+            f"{problem}, in float32 with the {self.backend} backend: the model's weights are "
+            "probably damaged. Nothing was written.",
+            "Delete the model's file so that it is downloaded again, or choose another "
+            "model with --model.",
+        )
 
     def _precision(self) -> contextlib.AbstractContextManager[None]:
         if self.half:

@@ -12,7 +12,7 @@ import torch
 from demucs.apply import BagOfModels, apply_model
 from demucs.htdemucs import HTDemucs
 
-from daw_bridge.errors import CancelledError, InvalidOptionError
+from daw_bridge.errors import CancelledError, InvalidOptionError, ModelOutputError
 from daw_bridge.separation.engine import (
     DemucsEngine,
     DemucsSeparator,
@@ -136,6 +136,29 @@ def test_silence_gives_silent_stems(model):
     separator = DemucsSeparator("tiny", DemucsEngine([model], device="cpu", backend="torch"))
     stems = separator.separate(np.zeros((2, SR), dtype=np.float32))
     assert np.all(np.isfinite(stems)) and np.abs(stems).max() < 1e-6
+
+
+def damaged(model: HTDemucs) -> HTDemucs:
+    """A copy whose first weights are NaN, as a corrupt download or an overflow leaves them."""
+    broken = tiny_htdemucs(seed=1)
+    broken.load_state_dict(model.state_dict())
+    next(broken.parameters()).data.fill_(float("nan"))
+    return broken
+
+
+def test_output_that_is_not_a_number_stops_the_job_with_the_fix(model):
+    engine = DemucsEngine([damaged(model)], device="cpu", backend="torch")
+    with pytest.raises(ModelOutputError, match="NaN or infinity") as raised:
+        engine.apply(mix_of(1.0))
+    assert "float32" in raised.value.problem and "downloaded again" in raised.value.fix
+
+
+def test_an_overflow_of_reduced_precision_names_the_float32_backend(model):
+    engine = DemucsEngine([damaged(model)], device="cpu", backend="torch")
+    engine.backend = "openvino-f16"  # as it runs on a CPU with float16 arithmetic
+    with pytest.raises(ModelOutputError, match="openvino-f16 backend overflowed float16") as raised:
+        engine.apply(mix_of(1.0))
+    assert "--backend openvino" in raised.value.fix
 
 
 def test_device_choice():

@@ -11,7 +11,12 @@ import pytest
 import soundfile
 
 from daw_bridge.audio.io import read_span
-from daw_bridge.errors import CancelledError, InvalidOptionError, OutputExistsError
+from daw_bridge.errors import (
+    CancelledError,
+    InvalidOptionError,
+    ModelOutputError,
+    OutputExistsError,
+)
 from daw_bridge.models.loader import load_separator
 from daw_bridge.separation.pipeline import split_file
 from tests.conftest import noise, write_wav
@@ -119,6 +124,19 @@ def test_cancel_leaves_no_files(tmp_path, tiny):
     source = write_wav(tmp_path / "song.wav", noise(seconds=3.0))
     with pytest.raises(CancelledError):
         split_file(source, tiny, tmp_path / "out", should_cancel=lambda: True)
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_a_model_that_outputs_nan_leaves_no_files(tmp_path):
+    from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator
+    from tests.conftest import tiny_htdemucs
+
+    broken = tiny_htdemucs(seed=1)
+    next(broken.parameters()).data.fill_(float("nan"))
+    separator = DemucsSeparator("broken", DemucsEngine([broken], device="cpu", backend="torch"))
+    source = write_wav(tmp_path / "song.wav", noise(seconds=3.0))
+    with pytest.raises(ModelOutputError, match="not numbers"):
+        split_file(source, separator, tmp_path / "out")
     assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
 
 
