@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -211,6 +212,14 @@ def report(rows: list[dict], names: list[str], model: str, songs: int, reference
     print("|---|---:|---:|---:|---:|---:|---|")
     for name in names:
         mine = [r for r in rows if r["path"] == name]
+        broken = [r for r in mine if math.isnan(r["deviation_db"])]
+        if broken:  # NaN compares false with everything: say it instead of ranking it
+            print(
+                f"| `{name}` | **NaN** in {len(broken)} of {len(mine)} stems (first: "
+                f"{broken[0]['stem']}, {broken[0]['song']}): the path overflowed | - | - | - | "
+                "unbounded | no |"
+            )
+            continue
         worst = max(mine, key=lambda r: r["deviation_db"])
         per_stem = [max(r["deviation_db"] for r in mine if r["stem"] == s) for s in STEMS]
         whole = statistics.median(r["whole_db"] for r in mine)

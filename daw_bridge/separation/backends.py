@@ -27,8 +27,10 @@ class ReducedPrecision:
 #: moved single stems by up to -46 dB of their own energy (random weights, 38 songs,
 #: 2026-11-27), outside the -50 dB a default may cost (``benchmarks/precision.py``; the
 #: README's Precision section). ``openvino-f16`` (11 bits of mantissa to bfloat16's 8)
-#: met that bound as CUDA float16 (-58 dB on trained weights) but has not yet been
-#: measured on a CPU that computes float16; until it is, ``auto`` does not pick it.
+#: met that bound as CUDA float16 autocast (-58 dB on trained weights), but OpenVINO's
+#: float16 is not autocast: on a Xeon with AVX-512 FP16 it overflowed to NaN on every
+#: stem of trained weights (2026-11-27), which the engine stops with an error. Neither
+#: is picked by ``auto``.
 REDUCED_PRECISION = {
     "openvino-bf16": ReducedPrecision("bf16", "BF16", "bfloat16", "AMX or AVX-512 BF16"),
     "openvino-f16": ReducedPrecision("f16", "FP16", "float16", "AVX-512 FP16 or AVX2-VNNI-2"),

@@ -247,7 +247,7 @@ def test_a_core_compiled_in_another_precision_than_promised_is_refused(backend, 
 def test_auto_stays_float32_even_where_the_cpu_computes_less(model, monkeypatch, capabilities):
     # bfloat16 moved single stems by up to -46 dB (OpenVINO, AMX Xeon) and -40 dB (trained
     # weights, CUDA autocast): outside the -50 dB a default may cost (benchmarks/precision.py).
-    # float16 is not yet measured on a CPU that computes it.
+    # OpenVINO's float16 overflowed to NaN on trained weights (a Xeon with AVX-512 FP16).
     cpu_capabilities(monkeypatch, "FP32", *capabilities)
     assert DemucsEngine([model], device="cpu").backend in {"openvino", "torch"}
 
