@@ -12,6 +12,9 @@ padding), so it has its own overlap-add here:
 - Each chunk's output is weighted by a window with a linear fade of
   ``chunk_size // 10`` samples at both ends, and the sum is divided by the
   summed weights (0/0 becomes 0, as MSST's ``nan_to_num``).
+- Where we differ on purpose: a batch whose output holds NaN or infinity (MSST
+  would write it as silence) is recomputed in float32 if mixed precision
+  overflowed, with a warning, and is an error in float32.
 - Chunks go through the model ``batch_size`` at a time, and the fades are
   decided per batch: if a batch holds the last chunk, none of its chunks fades
   out; if a batch is the first chunk alone, it does not fade in. So the
@@ -28,7 +31,8 @@ averaged (no fades, so the batch size does not change the result).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +40,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from daw_bridge.errors import CancelledError
+from daw_bridge.errors import CancelledError, ModelOutputError
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
+
+log = logging.getLogger(__name__)
 
 #: MSST's two ways of cutting and re-joining a mix.
 MODES = ("generic", "demucs")
@@ -140,6 +146,10 @@ def demix_stream(
     starts = list(range(0, total, step))
     window = fade_window(size, fade)
     heads = _active_heads(model, target_index, configured_stems or num_stems)
+
+    def run(chunks: torch.Tensor) -> torch.Tensor:
+        return model(chunks) if heads is None else model(chunks, active_stem_ids=heads)
+
     device_type = torch.device(device).type
     dtype = autocast if isinstance(autocast, torch.dtype) else None
     stereo = _StereoBlocks(blocks, length)
@@ -158,7 +168,9 @@ def demix_stream(
                     for start in batch
                 ]
             )
-            output = model(chunks) if heads is None else model(chunks, active_stem_ids=heads)
+            output = run(chunks)
+            if not bool(torch.isfinite(output).all()):
+                output = _recomputed_in_float32(run, chunks, device_type, bool(autocast))
             output = _stems_first(output, num_stems, target_index)
             weights = window.clone()  # all ones without fades (demucs mode)
             if batch[-1] == 0:  # the first chunk alone: it does not fade in
@@ -187,6 +199,36 @@ def demix_stream(
                 progress(min(1.0, (first + len(batch)) / len(starts)))
             if kept.shape[-1]:
                 yield kept[:, :1] if stereo.mono else kept
+
+
+def _recomputed_in_float32(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    chunks: torch.Tensor,
+    device_type: str,
+    mixed: bool,
+) -> torch.Tensor:
+    """A batch whose output holds NaN or infinity: recomputed in float32 if mixed
+    precision overflowed (loudly), else an error.
+
+    MSST's ``demix`` turns NaN into 0, so an overflow there gives silent stems; here
+    a float16 overflow (MSST's default on CUDA) costs one float32 pass instead."""
+    if mixed:
+        log.warning(
+            "Mixed precision (float16 or bfloat16) overflowed on a batch of chunks: "
+            "recomputed it in float32, as a float32 run would compute it (slower). "
+            "If this repeats, run without --half, or on a GPU set use_amp: false in "
+            "the model's config."
+        )
+        with torch.autocast(device_type, enabled=False):
+            output = run(chunks.float())
+        if bool(torch.isfinite(output).all()):
+            return output
+    raise ModelOutputError(
+        "The separation produced samples that are not numbers (NaN or infinity) in "
+        "float32: the model's weights are probably damaged. Nothing was written.",
+        "Delete the model's file so that it is downloaded again, or choose another model "
+        "with --model.",
+    )
 
 
 class _StereoBlocks:

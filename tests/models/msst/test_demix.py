@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from daw_bridge.errors import CancelledError
+from daw_bridge.errors import CancelledError, ModelOutputError
 from daw_bridge.models.msst.demix import Chunking, demix, demix_stream, fade_window
 from tests.models.msst.conftest import reference_config
 
@@ -128,6 +128,35 @@ def test_progress_rises_to_one_and_cancel_stops_between_batches():
             should_cancel=lambda: calls.append(1) or len(calls) > 2,
         )
     assert len(calls) == 3
+
+
+class OverflowsInHalfPrecision(PositionSensitive):
+    """As a network whose activations outgrow float16: NaN under autocast, fine in float32."""
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        out = super().forward(mix)
+        return out * float("nan") if torch.is_autocast_enabled("cpu") else out
+
+
+def test_an_overflow_in_mixed_precision_is_recomputed_in_float32_loudly(caplog):
+    # MSST's demix turns the NaN into 0: silent stems. Here the batch costs a float32 pass.
+    mix = np.random.default_rng(0).standard_normal((2, 10_000)).astype(np.float32)
+    chunking = Chunking(1000, 4, 2)
+    float32 = demix(PositionSensitive(2), mix, chunking, 2)
+    with caplog.at_level("WARNING"):
+        recovered = demix(OverflowsInHalfPrecision(2), mix, chunking, 2, autocast=torch.bfloat16)
+    assert np.array_equal(recovered, float32)
+    assert "overflowed" in caplog.text and "float32" in caplog.text
+
+
+def test_not_a_number_in_float32_is_an_error_not_silence():
+    class Damaged(PositionSensitive):
+        def forward(self, mix: torch.Tensor) -> torch.Tensor:
+            return super().forward(mix) * float("nan")
+
+    mix = np.ones((2, 5000), dtype=np.float32)
+    with pytest.raises(ModelOutputError, match="damaged"):
+        demix(Damaged(2), mix, Chunking(1000, 4, 2), 2)
 
 
 def test_chunkings_msst_refuses_are_refused():
