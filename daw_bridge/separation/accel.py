@@ -46,6 +46,9 @@ from daw_bridge.separation.htcore import HTDemucsCore, supports_core
 log = logging.getLogger(__name__)
 
 _OPSET = 17
+#: What the exported core computes; raised when that changes, so no cached export of an
+#: older form is reused (2: the inputs' normalisation moved out, into PyTorch).
+_CORE_FORM = 2
 _CANCEL_POLL_S = 0.05
 #: Disk kept for exported cores, least recently used pruned first. A full-size
 #: htdemucs core is about 170 MB, so this holds about a dozen models' worth.
@@ -84,6 +87,7 @@ def _fingerprint(model: nn.Module, shapes: tuple[tuple[int, ...], ...], backend:
                 "torch": torch.__version__,
                 "backend": backend,
                 "opset": _OPSET,
+                "core": _CORE_FORM,
             },
             sort_keys=True,
         ).encode()

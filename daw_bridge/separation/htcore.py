@@ -30,13 +30,18 @@ def supports_core(model: nn.Module) -> bool:
 
 
 class HTDemucsCore(nn.Module):
-    """``HTDemucs.forward`` from the (normalised inside) magnitude to the branch outputs.
+    """``HTDemucs.forward`` from the normalised inputs to the branch outputs, unscaled.
 
     Inputs: ``mix`` (B, C, L) already padded to the training length and ``mag``
-    (B, 2C, F, T), the complex-as-channels spectrogram. Outputs: the frequency
-    branch ``(B, S, 2C, F, T)`` with its scale restored, and the time branch
-    ``(B, S, C, L)`` with its scale restored, i.e. what ``forward`` feeds to
-    ``_mask`` and adds at the end.
+    (B, 2C, F, T), the complex-as-channels spectrogram, each normalised as
+    ``forward`` normalises them (:func:`_normalised`). Outputs: the frequency
+    branch ``(B, S, 2C, F, T)`` and the time branch ``(B, S, C, L)`` before their
+    scale is restored.
+
+    The normalisation stays outside, in PyTorch's float32: its standard deviation
+    divides by the element count less one (2.75 million for a full-size segment's
+    spectrogram), which float16 cannot hold (its largest number is 65504), so an
+    exported core computed in float16 would turn every output into NaN.
     """
 
     def __init__(self, model: HTDemucs) -> None:
@@ -45,15 +50,8 @@ class HTDemucsCore(nn.Module):
 
     def forward(self, mix: torch.Tensor, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.model
-        x = mag
+        x, xt = mag, mix
         B, _C, Fq, T = x.shape
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) / (1e-5 + std)
-        xt = mix
-        meant = xt.mean(dim=(1, 2), keepdim=True)
-        stdt = xt.std(dim=(1, 2), keepdim=True)
-        xt = (xt - meant) / (1e-5 + stdt)
 
         saved, saved_t, lengths, lengths_t = [], [], [], []
         for idx, encode in enumerate(m.encoder):
@@ -102,11 +100,15 @@ class HTDemucsCore(nn.Module):
                     xt, _ = tdec(xt, skip, length_t)
 
         S = len(m.sources)
-        x = x.view(B, S, -1, Fq, T)
-        x = x * std[:, None] + mean[:, None]
-        xt = xt.view(B, S, -1, mix.shape[-1])
-        xt = xt * stdt[:, None] + meant[:, None]
-        return x, xt
+        return x.view(B, S, -1, Fq, T), xt.view(B, S, -1, mix.shape[-1])
+
+
+def _normalised(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """``x`` scaled as ``HTDemucs.forward`` scales its inputs, with the mean and
+    standard deviation that restore the outputs' scale."""
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True)
+    return (x - mean) / (1e-5 + std), mean, std
 
 
 def forward_with_core(model: HTDemucs, mix: torch.Tensor, core: CoreFn) -> torch.Tensor:
@@ -120,8 +122,11 @@ def forward_with_core(model: HTDemucs, mix: torch.Tensor, core: CoreFn) -> torch
     elif length > training_length:
         raise ValueError(f"input of {length} frames is longer than the segment {training_length}")
     z = model._spec(mix)
-    mag = model._magnitude(z)
-    x, xt = core(mix, mag)
+    mag, mean, std = _normalised(model._magnitude(z), (1, 2, 3))
+    normalised_mix, meant, stdt = _normalised(mix, (1, 2))
+    x, xt = core(normalised_mix, mag)
+    x = x * std[:, None] + mean[:, None]
+    xt = xt * stdt[:, None] + meant[:, None]
     zout = model._mask(z, x)
     out = model._ispec(zout, training_length) + xt
     if length_pre_pad:
