@@ -6,6 +6,7 @@
 #                                    # candidate speed-ups; trained weights if the CPU has fp16
 #   bash benchmarks/gpu_run.sh cpu   # the same machine's CPU: the default's 2-core latency,
 #                                    # and openvino-f16's deviations and latency if it has fp16
+#                                    # (and where it overflows, if it still does)
 #
 # The machine has PyTorch and CUDA but none of our other dependencies and no
 # network, and it gets only the repository, so the run needs what
@@ -97,6 +98,10 @@ else
     step "latency on 2 cores, openvino-f16"
     quiet 90 env DAW_BRIDGE_BACKEND=openvino-f16 taskset -c 0,1 python3 benchmarks/latency.py \
       --rounds 2 --no-cold --clips 10
+    if grep -q NaN "$OUT/dev_cpu.json" 2>/dev/null; then # still overflowing: where?
+      step "where float16 overflows"
+      timeout 150 python3 benchmarks/f16_overflow.py --precision f16 "${weights[@]}" 2>&1 | tee -a "$log"
+    fi
   else
     echo "no float16 arithmetic on this CPU: openvino-f16 not measured" | tee -a "$log"
   fi

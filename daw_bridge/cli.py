@@ -98,8 +98,8 @@ def _add_backend_option(parser: argparse.ArgumentParser) -> None:
         help="how HTDemucs runs on the CPU: auto (default: openvino when installed), torch "
         "(exactly demucs's numbers), openvino-bf16 (opt-in, CPUs with AMX or AVX-512 BF16 "
         "only: faster, but moves stems by up to -46 dB) or openvino-f16 (opt-in, CPUs with "
-        "AVX-512 FP16 or AVX2-VNNI-2 only: experimental, it overflowed to NaN on trained "
-        "weights and then stops with an error); default: $DAW_BRIDGE_BACKEND, "
+        "AVX-512 FP16 or AVX2-VNNI-2 only: experimental, it overflowed to NaN once, and a "
+        "NaN stops the job with an error); default: $DAW_BRIDGE_BACKEND, "
         "then auto",
     )
 

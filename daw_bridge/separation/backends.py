@@ -29,8 +29,10 @@ class ReducedPrecision:
 #: README's Precision section). ``openvino-f16`` (11 bits of mantissa to bfloat16's 8)
 #: met that bound as CUDA float16 autocast (-58 dB on trained weights), but OpenVINO's
 #: float16 is not autocast: on a Xeon with AVX-512 FP16 it overflowed to NaN on every
-#: stem of trained weights (2026-11-27), which the engine stops with an error. Neither
-#: is picked by ``auto``.
+#: stem of trained weights (2026-11-27). The likely cause, the inputs' standard deviation
+#: inside the exported core (it divides by 2.75 million, beyond float16's 65504), now
+#: runs in PyTorch's float32 (``htcore``), but the fix is not yet measured on such a
+#: CPU; a NaN output stops the job with an error. Neither is picked by ``auto``.
 REDUCED_PRECISION = {
     "openvino-bf16": ReducedPrecision("bf16", "BF16", "bfloat16", "AMX or AVX-512 BF16"),
     "openvino-f16": ReducedPrecision("f16", "FP16", "float16", "AVX-512 FP16 or AVX2-VNNI-2"),
