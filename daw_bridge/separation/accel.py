@@ -5,8 +5,9 @@ ONNX ports, we export only the real-valued core between the complex-as-channels
 spectrogram and the decoder outputs (:mod:`daw_bridge.separation.htcore`) and
 keep the STFT and iSTFT in torch. Measured on a 2-core CPU, OpenVINO (the
 default) and ONNX Runtime run the core 1.4x to 2x faster than eager PyTorch,
-OpenVINO ahead, with a relative deviation of about -90 dB from PyTorch's
-output (``benchmarks/throughput.py``). Exporting needs the ``onnx`` package.
+OpenVINO ahead, with a relative deviation of about -111 dB from PyTorch's
+output (``benchmarks/throughput.py``; -88 dB before the inputs' normalisation
+moved out of the core into PyTorch). Exporting needs the ``onnx`` package.
 OpenVINO computes in float32 unless ``openvino-bf16`` or ``openvino-f16`` is asked
 for by name, and each compiled graph is checked to compute in the precision asked.
 

@@ -9,7 +9,7 @@ What we add: several chunks per forward pass, device and precision choice, a
 progress callback with the real fraction done, cooperative cancellation, a
 streaming form (:meth:`DemucsEngine.apply_stream`: blocks in, finished blocks
 out, bounded memory) and, on the CPU, a faster backend for HTDemucs: its network
-core in OpenVINO (:mod:`daw_bridge.separation.accel`, about -88 dB from the
+core in OpenVINO (:mod:`daw_bridge.separation.accel`, about -111 dB from the
 PyTorch output). ``backend="torch"`` keeps ``apply_model``'s exact numbers.
 """
 
