@@ -46,6 +46,18 @@ class ModelOutputError(DawBridgeError):
     """The network computed samples that are not numbers (NaN or infinity): written out,
     they would be silence or full-scale noise, so nothing is written."""
 
+    PROBLEM = "The separation produced samples that are not numbers (NaN or infinity)"
+
+    @classmethod
+    def in_float32(cls, detail: str = "") -> ModelOutputError:
+        """NaN without reduced precision to blame: the weights are damaged."""
+        return cls(
+            f"{cls.PROBLEM} in float32{detail}: the model's weights are probably damaged. "
+            "Nothing was written.",
+            "Delete the model's file so that it is downloaded again, or choose another "
+            "model with --model.",
+        )
+
 
 class InvalidOptionError(DawBridgeError):
     """An option has a value that cannot work."""

@@ -129,6 +129,13 @@ def noise(channels: int = 2, seconds: float = 1.0, samplerate: int = 44100, seed
     return (0.1 * rng.standard_normal((channels, int(seconds * samplerate)))).astype(np.float32)
 
 
+def damaged_htdemucs(seed: int = 1):
+    """``tiny_htdemucs(seed)`` with its first weights NaN, as a corrupt download leaves them."""
+    model = tiny_htdemucs(seed=seed)
+    next(model.parameters()).data.fill_(float("nan"))
+    return model
+
+
 def mix_of(seconds: float, seed: int = 0, samplerate: int = 44100):
     """A stereo noise mix as a torch tensor, the engine's input."""
     import torch

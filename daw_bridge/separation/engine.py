@@ -455,7 +455,7 @@ class DemucsEngine:
 
         Reduced precision overflows where activations outgrow its range: OpenVINO's
         float16 did so on trained weights (a Xeon with AVX-512 FP16, 2026-11-27)."""
-        problem = "The separation produced samples that are not numbers (NaN or infinity)"
+        problem = ModelOutputError.PROBLEM
         if self.backend in REDUCED_PRECISION:
             precision = REDUCED_PRECISION[self.backend]
             return ModelOutputError(
@@ -469,12 +469,7 @@ class DemucsEngine:
                 "overflowed on this model and audio. Nothing was written.",
                 "Drop --half (float32 on the GPU).",
             )
-        return ModelOutputError(
-            f"{problem}, in float32 with the {self.backend} backend: the model's weights are "
-            "probably damaged. Nothing was written.",
-            "Delete the model's file so that it is downloaded again, or choose another "
-            "model with --model.",
-        )
+        return ModelOutputError.in_float32(f" with the {self.backend} backend")
 
     def _precision(self) -> contextlib.AbstractContextManager[None]:
         if self.half:

@@ -21,7 +21,7 @@ from daw_bridge.separation.engine import (
     strict_float32,
 )
 from tests.cancel_latency import cancel_latencies
-from tests.conftest import mix_of, tiny_htdemucs
+from tests.conftest import damaged_htdemucs, mix_of, tiny_htdemucs
 
 SR = 44100
 
@@ -138,23 +138,15 @@ def test_silence_gives_silent_stems(model):
     assert np.all(np.isfinite(stems)) and np.abs(stems).max() < 1e-6
 
 
-def damaged(model: HTDemucs) -> HTDemucs:
-    """A copy whose first weights are NaN, as a corrupt download or an overflow leaves them."""
-    broken = tiny_htdemucs(seed=1)
-    broken.load_state_dict(model.state_dict())
-    next(broken.parameters()).data.fill_(float("nan"))
-    return broken
-
-
-def test_output_that_is_not_a_number_stops_the_job_with_the_fix(model):
-    engine = DemucsEngine([damaged(model)], device="cpu", backend="torch")
+def test_output_that_is_not_a_number_stops_the_job_with_the_fix():
+    engine = DemucsEngine([damaged_htdemucs()], device="cpu", backend="torch")
     with pytest.raises(ModelOutputError, match="NaN or infinity") as raised:
         engine.apply(mix_of(1.0))
     assert "float32" in raised.value.problem and "downloaded again" in raised.value.fix
 
 
-def test_an_overflow_of_reduced_precision_names_the_float32_backend(model):
-    engine = DemucsEngine([damaged(model)], device="cpu", backend="torch")
+def test_an_overflow_of_reduced_precision_names_the_float32_backend():
+    engine = DemucsEngine([damaged_htdemucs()], device="cpu", backend="torch")
     engine.backend = "openvino-f16"  # as it runs on a CPU with float16 arithmetic
     with pytest.raises(ModelOutputError, match="openvino-f16 backend overflowed float16") as raised:
         engine.apply(mix_of(1.0))

@@ -129,11 +129,10 @@ def test_cancel_leaves_no_files(tmp_path, tiny):
 
 def test_a_model_that_outputs_nan_leaves_no_files(tmp_path):
     from daw_bridge.separation.engine import DemucsEngine, DemucsSeparator
-    from tests.conftest import tiny_htdemucs
+    from tests.conftest import damaged_htdemucs
 
-    broken = tiny_htdemucs(seed=1)
-    next(broken.parameters()).data.fill_(float("nan"))
-    separator = DemucsSeparator("broken", DemucsEngine([broken], device="cpu", backend="torch"))
+    engine = DemucsEngine([damaged_htdemucs()], device="cpu", backend="torch")
+    separator = DemucsSeparator("broken", engine)
     source = write_wav(tmp_path / "song.wav", noise(seconds=3.0))
     with pytest.raises(ModelOutputError, match="not numbers"):
         split_file(source, separator, tmp_path / "out")

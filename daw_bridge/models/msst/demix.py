@@ -223,12 +223,7 @@ def _recomputed_in_float32(
             output = run(chunks.float())
         if bool(torch.isfinite(output).all()):
             return output
-    raise ModelOutputError(
-        "The separation produced samples that are not numbers (NaN or infinity) in "
-        "float32: the model's weights are probably damaged. Nothing was written.",
-        "Delete the model's file so that it is downloaded again, or choose another model "
-        "with --model.",
-    )
+    raise ModelOutputError.in_float32()
 
 
 class _StereoBlocks:
