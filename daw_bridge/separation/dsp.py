@@ -96,8 +96,9 @@ class _Medians:
     They are ``librosa.decompose.hpss``'s (scipy, reflect mode), but with every
     line of the spectrogram padded by its own reflection and joined end to end, so
     that one call of scipy's 1-D filter (O(log n) per sample since SciPy 1.15)
-    does them all: the same values, 3 to 8 times faster than scipy's n-d filter
-    with a line-shaped kernel, which took most of this separator's time.
+    does them all: the same values as scipy's n-d filter with a line-shaped kernel,
+    which took most of this separator's time, and 9 to 16 times faster for the
+    31- and 63-long filters (1.2x for the 5-long one; AMD EPYC, 2026-11-28).
     """
 
     def __init__(self, mag: np.ndarray) -> None:
