@@ -2,11 +2,19 @@
 
 On an H200 (PyTorch 2.11, CUDA 13.0) the tiny test network's output moved by
 0.97 % when segments ran 4 to a pass instead of one, TF32 off, while on the
-CPU the two agree within 5e-8 (tests/separation/test_engine.py marks it as an
-expected failure). This compares each segment run alone with the same segment
-in a batch of 4, under several switches that change which kernels run, and
-names the first layer whose output differs, so one short run on a GPU can find
-the cause.
+CPU the two agree within 5e-8. On an H100 no leaf module's output moved. The
+likely cause, found afterwards on the CPU: the network's spectrum has imaginary
+parts at 0 Hz, which a real signal's has not; the CPU's iSTFT ignores them, but
+cuFFT's batched inverse may combine transforms of a batch, leaking them into a
+neighbour (daw_bridge/separation/spectrum.py): such a leak, modelled on the
+CPU, moves the tiny network's output by 1.07 %. The engine now zeroes them.
+
+This compares each segment run alone with the same segment in a batch of 4,
+through demucs's own forward and through the engine's (one-sided iSTFT input),
+under several switches that change which kernels run; names the first module
+or step whose output differs; and times nothing. Last, the device's inverse
+STFT alone, on random spectra with and without those imaginary parts: a row
+inverted alone against the same row in a batch, and against the CPU.
 
     python benchmarks/gpu_batch_check.py --device cuda
     python benchmarks/gpu_batch_check.py --device cpu --full   # full-size network
@@ -122,10 +130,41 @@ def first_divergence(model, batch, threshold: float = 1e-4) -> str:
     return "none"
 
 
+def istft_batch_dependence(device: str) -> None:
+    """The device's inverse STFT alone: a row inverted alone vs in a batch of 64, and vs
+    the CPU, for spectra as a network makes them and made one-sided."""
+    import torch
+
+    from daw_bridge.separation.spectrum import make_one_sided_
+
+    print("\n| n_fft | spectrum | row alone vs in a batch of 64 | device vs CPU |")
+    print("|---:|---|---:|---:|")
+    for n_fft in (1024, 2048, 4096):
+        generator = torch.Generator().manual_seed(n_fft)
+        shape = (64, n_fft // 2 + 1, 40)
+        raw = torch.complex(
+            torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+        )
+        options = dict(n_fft=n_fft, hop_length=n_fft // 4, normalized=True, center=True)
+        for label, spectrum in (
+            ("as a network makes it", raw),
+            ("one-sided", make_one_sided_(raw.clone(), n_fft)),
+        ):
+            window = torch.hann_window(n_fft)
+            on_cpu = torch.istft(spectrum, window=window, **options)
+            batched = torch.istft(spectrum.to(device), window=window.to(device), **options)
+            alone = torch.istft(spectrum[:1].to(device), window=window.to(device), **options)
+            print(
+                f"| {n_fft} | {label} | {relative(batched[:1].cpu(), alone.cpu()):.1e} "
+                f"| {relative(batched.cpu(), on_cpu):.1e} |"
+            )
+
+
 def main() -> int:
     import torch
     from throughput import build_model
 
+    from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core
     from tests.conftest import tiny_htdemucs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -137,15 +176,24 @@ def main() -> int:
     torch.manual_seed(1)
     batch = (0.1 * torch.randn(4, 2, frames)).to(args.device)
     print(f"{'full-size' if args.full else 'tiny'} htdemucs on {args.device}\n")
-    print("| setting | segment 0 alone vs in a batch of 4 | first module or step that differs |")
-    print("|---|---:|---|")
+    print(
+        "| setting | segment 0 alone vs in a batch of 4: demucs's forward "
+        "| the engine's (one-sided iSTFT) | first module or step that differs (demucs's) |"
+    )
+    print("|---|---:|---:|---|")
     settings = ("float32 (TF32 off)", "no cuDNN", "no fused attention path", "math attention only")
     for name in settings:
         with switches(name), torch.inference_mode():
-            alone = model(batch[:1])
-            together = model(batch)
+            theirs = relative(model(batch)[:1], model(batch[:1]))
+            core = HTDemucsCore(model)
+            ours = relative(
+                forward_with_core(model, batch, core)[:1],
+                forward_with_core(model, batch[:1], core),
+            )
             where = first_divergence(model, batch)
-        print(f"| {name} | {relative(together[:1], alone):.1e} | {where} |")
+        print(f"| {name} | {theirs:.1e} | {ours:.1e} | {where} |")
+    with torch.inference_mode():
+        istft_batch_dependence(args.device)
     return 0
 
 

@@ -41,7 +41,7 @@ from daw_bridge.separation.backends import (
     install_hint,
 )
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
-from daw_bridge.separation.htcore import forward_with_core, supports_core
+from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core, supports_core
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,8 @@ class DemucsEngine:
             if out is not None:
                 return out
         with _interruptible(model, tracker):
+            if supports_core(model):  # as model(inputs), with the iSTFT's input made one-sided
+                return forward_with_core(model, inputs, HTDemucsCore(model))
             return model(inputs)
 
     # -- public ---------------------------------------------------------------------

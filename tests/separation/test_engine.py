@@ -77,15 +77,39 @@ def test_bag_of_models_matches_apply_model():
     assert relative_error(ours, reference) < 1e-4
 
 
+def first_layer(model: HTDemucs) -> torch.nn.Module:
+    """Runs once per forward pass (the engine runs HTDemucs's layers itself, so hooks on
+    the model's own ``forward`` would never fire)."""
+    return model.encoder[0]
+
+
 def test_segments_are_batched_in_one_forward_pass(model):
     seen: list[int] = []
-    handle = model.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape[0]))
+    handle = first_layer(model).register_forward_pre_hook(
+        lambda _m, inputs: seen.append(inputs[0].shape[0])
+    )
     try:
         DemucsEngine([model], batch_size=3, device="cpu", backend="torch").apply(mix_of(3.0))
     finally:
         handle.remove()
     # 3 s with 1 s segments and a 0.75 s stride is 4 segments: one batch of 3, one of 1.
     assert seen == [3, 1]
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_the_istft_is_given_a_real_signals_spectrum(model, monkeypatch, backend):
+    """No imaginary part at 0 Hz, where a GPU's batched iSTFT could leak it into another
+    segment (tests/separation/test_spectrum.py); the CPU's iSTFT ignores it anyway."""
+    largest: list[float] = []
+    istft = torch.istft
+
+    def watched(spectrum, *args, **kwargs):
+        largest.append(spectrum[..., 0, :].imag.abs().max().item())
+        return istft(spectrum, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "istft", watched)
+    DemucsEngine([model], device="cpu", backend=backend).apply(mix_of(2.0))
+    assert len(largest) == 3 and max(largest) == 0.0  # 2 s in 1 s segments: 3 passes
 
 
 def test_progress_reports_real_fraction_done(model):
@@ -98,7 +122,7 @@ def test_progress_reports_real_fraction_done(model):
 
 def test_cancel_stops_before_the_next_batch(model):
     calls = {"forward": 0}
-    handle = model.register_forward_pre_hook(
+    handle = first_layer(model).register_forward_pre_hook(
         lambda *_: calls.__setitem__("forward", calls["forward"] + 1)
     )
     done: list[float] = []
@@ -185,30 +209,19 @@ def gpu_model() -> HTDemucs:
 
 
 @needs_gpu
-@pytest.mark.parametrize(
-    "batch_size",
-    [
-        1,
-        pytest.param(
-            4,
-            marks=pytest.mark.xfail(
-                reason="on an H200 (torch 2.11, CUDA 13.0) batches of 4 moved this tiny "
-                "network's output by 0.97 %, TF32 off, cause unknown: it is not rounding "
-                "amplified by the network (on the CPU it moves 7e-7 for a 1e-5 input change "
-                "and batch 4 equals batch 1 within 5e-8)",
-                strict=False,
-            ),
-        ),
-    ],
-)
-def test_on_a_gpu_batched_segments_match_apply_model_there(
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_on_a_gpu_batched_segments_match_apply_model_on_the_cpu(
     gpu_model, exact_float32_on_gpu, batch_size
 ):
+    """Batches of 4 once moved this network's output by 0.97 % on an H200: cuFFT mixed
+    the 0 Hz bins' imaginary parts of a batch's segments (daw_bridge/separation/
+    spectrum.py). With the iSTFT given one-sided spectra, any batch gives the CPU's
+    result, within float32 rounding."""
     mix = mix_of(4.3)
-    reference = apply_model(gpu_model, mix[None].cuda(), shifts=0, overlap=0.25)[0].cpu()
+    reference = apply_model(tiny_htdemucs(seed=1), mix[None], shifts=0, overlap=0.25)[0]
     ours = DemucsEngine([gpu_model], device="cuda", batch_size=batch_size).apply(mix)
     assert ours.device.type == "cpu"
-    assert relative_error(ours, reference) < 1e-5
+    assert relative_error(ours, reference) < 1e-4
 
 
 @needs_gpu

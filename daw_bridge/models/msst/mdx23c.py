@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from daw_bridge.separation.spectrum import make_one_sided_
+
 
 def _norm_factory(kind: str) -> Callable[[int], nn.Module]:
     """MSST's ``model.norm`` names; any other name means no normalisation, as in MSST."""
@@ -235,7 +237,7 @@ class MDX23C(nn.Module):
         full[..., :freq, :] = spec
         pairs = full.reshape(-1, 2, full.shape[-2], frames)
         waves = torch.istft(
-            torch.complex(pairs[:, 0], pairs[:, 1]),
+            make_one_sided_(torch.complex(pairs[:, 0], pairs[:, 1]), self.n_fft),
             n_fft=self.n_fft,
             hop_length=self.hop_length,
             window=self._window(spec.device, dtype),

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from daw_bridge.separation.spectrum import make_one_sided_
+
 
 class RMSNorm(nn.Module):
     """Unit-length rows scaled by sqrt(dim) and a learned gain (MSST's RMSNorm, no epsilon
@@ -403,13 +405,14 @@ def masked_to_audio(
     length: int | None,
 ) -> Tensor:
     """Complex masked spectra (batch, stems, freqs*channels, frames) -> audio
-    (batch, stems, channels, samples); ``zero_dc`` silences the 0 Hz bin first."""
+    (batch, stems, channels, samples); ``zero_dc`` silences the 0 Hz bin first, and the
+    iSTFT is given a real signal's spectrum (:func:`make_one_sided_`)."""
     batch, stems, rows, frames = masked.shape
     per_channel = masked.view(batch, stems, rows // channels, channels, frames)
     per_channel = per_channel.transpose(2, 3).reshape(batch * stems * channels, -1, frames)
     if zero_dc:
         per_channel[:, 0] = 0.0  # ``masked`` is a fresh product: writing into it is safe
-    audio = codec.istft(per_channel, length=length)
+    audio = codec.istft(make_one_sided_(per_channel, codec.n_fft), length=length)
     return audio.view(batch, stems, channels, audio.shape[-1])
 
 

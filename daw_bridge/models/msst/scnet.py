@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daw_bridge.separation.spectrum import make_one_sided_
+
 # MSST names the three bands low, mid, high; only these three exist.
 _BAND_COUNT = 3
 
@@ -328,7 +330,7 @@ class SCNet(nn.Module):
         # Channels are now (source, audio channel, re/im): one complex STFT per source-channel.
         spec = spec.reshape(-1, 2, freq, frames).permute(0, 2, 3, 1).contiguous()
         spec = torch.view_as_complex(spec)
-        waves = torch.istft(spec, **self._stft_options(spec))
+        waves = torch.istft(make_one_sided_(spec, self.nfft), **self._stft_options(spec))
         waves = waves.reshape(batch, len(self.sources), self.audio_channels, -1)
         return waves[..., :-padding]
 

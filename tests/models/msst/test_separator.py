@@ -131,6 +131,35 @@ def test_a_checkpoint_separates_exactly_as_msst_does(name, tmp_path):
             np.testing.assert_allclose(ours[index], mix - ours[0], atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "config_musdb18_bs_roformer.yaml",
+        "config_vocals_mel_band_roformer_kj.yaml",
+        "config_musdb18_scnet.yaml",
+        "config_musdb18_mdx23c.yaml",
+    ],
+)
+def test_every_network_gives_its_istft_a_real_signals_spectrum(name, tmp_path, monkeypatch):
+    """No imaginary part at 0 Hz or Nyquist, where a GPU's batched iSTFT could leak it into
+    another chunk (tests/separation/test_spectrum.py); the CPU's iSTFT ignores it anyway."""
+    model_type = CASES[name][0]
+    config = shrunk(name)
+    checkpoint = save_as_msst(msst_model(model_type, config), config, tmp_path, "bare")
+    separator = load_separator(str(checkpoint))
+    largest: list[float] = []
+    istft = torch.istft
+
+    def watched(spectrum, *args, **kwargs):
+        edges = spectrum[..., [0, kwargs["n_fft"] // 2], :]
+        largest.append(edges.imag.abs().max().item())
+        return istft(spectrum, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "istft", watched)
+    separator.separate(0.3 * np.random.default_rng(7).standard_normal((2, 44100)).astype("f4"))
+    assert largest and max(largest) == 0.0
+
+
 @pytest.mark.parametrize("how", ["bare", "data_parallel"])
 def test_checkpoints_saved_other_common_ways_load_the_same_weights(how, tmp_path):
     config = shrunk("config_vocals_mdx23c.yaml")
