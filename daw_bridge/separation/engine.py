@@ -10,7 +10,9 @@ progress callback with the real fraction done, cooperative cancellation, a
 streaming form (:meth:`DemucsEngine.apply_stream`: blocks in, finished blocks
 out, bounded memory) and, on the CPU, a faster backend for HTDemucs: its network
 core in OpenVINO (:mod:`daw_bridge.separation.accel`, about -111 dB from the
-PyTorch output). ``backend="torch"`` keeps ``apply_model``'s exact numbers.
+PyTorch output). ``backend="torch"`` keeps ``apply_model``'s exact numbers on the
+CPU; on a GPU, where cuFFT may mix a batch's imaginary 0 Hz parts, it keeps the
+CPU's (:mod:`daw_bridge.separation.spectrum`).
 """
 
 from __future__ import annotations
