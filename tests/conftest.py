@@ -34,6 +34,34 @@ def tiny_htdemucs(seed: int = 0, segment: float = 1.0, sources: list[str] = SOUR
     return model.eval()
 
 
+def tiny_hdemucs(seed: int = 0):
+    """A small HDemucs (``hdemucs_mmi``'s and the drum kit's class) with random weights."""
+    import torch
+    from demucs.hdemucs import HDemucs
+
+    torch.manual_seed(seed)
+    return HDemucs(list(SOURCES), channels=8, depth=4, nfft=1024, segment=1.0).eval()
+
+
+def watch_istft(monkeypatch) -> list[float]:
+    """The largest imaginary part at 0 Hz and Nyquist of every spectrum ``torch.istft`` is
+    given from now on (a real signal's has none: daw_bridge/separation/spectrum.py)."""
+    import torch
+
+    largest: list[float] = []
+    istft = torch.istft
+
+    def watched(spectrum, *args, **kwargs):
+        n_fft = kwargs["n_fft"] if "n_fft" in kwargs else args[0]
+        has_nyquist = n_fft % 2 == 0 and spectrum.shape[-2] > n_fft // 2
+        edges = spectrum[..., [0, n_fft // 2] if has_nyquist else [0], :]
+        largest.append(edges.imag.abs().max().item())
+        return istft(spectrum, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "istft", watched)
+    return largest
+
+
 def save_checkpoint(model, folder: Path, signature: str, half: bool = True) -> Path:
     """Save ``model`` exactly as Meta's release files were saved: ``<signature>-<sha[:8]>.th``.
 

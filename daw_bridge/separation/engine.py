@@ -44,6 +44,7 @@ from daw_bridge.separation.backends import (
 )
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
 from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core, supports_core
+from daw_bridge.separation.spectrum import give_one_sided_spectra
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,9 @@ class DemucsEngine:
         if half_dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f"half_dtype must be float16 or bfloat16, not {half_dtype}")
         self.models = [model.to(self.device).eval() for model in models]
+        for model in self.models:  # HTDemucs runs through forward_with_core, which does this
+            if not supports_core(model):
+                give_one_sided_spectra(model)
         self.weights = (
             [list(map(float, w)) for w in weights]
             if weights is not None

@@ -16,7 +16,10 @@ computes the same inverse.
 
 from __future__ import annotations
 
+import types
+
 import torch
+from torch import nn
 
 
 def make_one_sided_(spectrum: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -33,3 +36,22 @@ def make_one_sided_(spectrum: torch.Tensor, n_fft: int) -> torch.Tensor:
     if n_fft % 2 == 0 and spectrum.shape[-2] > nyquist:
         torch.imag(spectrum[..., nyquist, :]).zero_()
     return spectrum
+
+
+def give_one_sided_spectra(model: nn.Module) -> nn.Module:
+    """Make a demucs model (HDemucs, HTDemucs) hand its iSTFT one-sided spectra in its own
+    ``forward``; a model without an iSTFT (waveform Demucs) is returned as it is.
+
+    demucs has no hook between its mask and its iSTFT, so this instance's ``_ispec`` is
+    wrapped, once and for good (its class and other instances are untouched; a deep copy
+    wraps the copy). HTDemucs in the engine needs none of this: ``forward_with_core``
+    calls :func:`make_one_sided_` itself.
+    """
+    if hasattr(type(model), "_ispec") and "_ispec" not in vars(model):
+        model._ispec = types.MethodType(_one_sided_ispec, model)
+    return model
+
+
+def _one_sided_ispec(model: nn.Module, z: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    # ``z`` is ``_mask``'s output, made for this call only: writing into it is safe.
+    return type(model)._ispec(model, make_one_sided_(z, model.nfft), *args, **kwargs)

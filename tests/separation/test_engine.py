@@ -21,7 +21,7 @@ from daw_bridge.separation.engine import (
     strict_float32,
 )
 from tests.cancel_latency import cancel_latencies
-from tests.conftest import damaged_htdemucs, mix_of, tiny_htdemucs
+from tests.conftest import damaged_htdemucs, mix_of, tiny_hdemucs, tiny_htdemucs, watch_istft
 
 SR = 44100
 
@@ -96,18 +96,14 @@ def test_segments_are_batched_in_one_forward_pass(model):
     assert seen == [3, 1]
 
 
-@pytest.mark.parametrize("backend", ["torch", "auto"])
-def test_the_istft_is_given_a_real_signals_spectrum(model, monkeypatch, backend):
+@pytest.mark.parametrize(
+    ("network", "backend"), [("htdemucs", "torch"), ("htdemucs", "auto"), ("hdemucs", "auto")]
+)
+def test_the_istft_is_given_a_real_signals_spectrum(model, monkeypatch, network, backend):
     """No imaginary part at 0 Hz, where a GPU's batched iSTFT could leak it into another
     segment (tests/separation/test_spectrum.py); the CPU's iSTFT ignores it anyway."""
-    largest: list[float] = []
-    istft = torch.istft
-
-    def watched(spectrum, *args, **kwargs):
-        largest.append(spectrum[..., 0, :].imag.abs().max().item())
-        return istft(spectrum, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "istft", watched)
+    model = model if network == "htdemucs" else tiny_hdemucs(seed=1)
+    largest = watch_istft(monkeypatch)
     DemucsEngine([model], device="cpu", backend=backend).apply(mix_of(2.0))
     assert len(largest) == 3 and max(largest) == 0.0  # 2 s in 1 s segments: 3 passes
 

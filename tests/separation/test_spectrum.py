@@ -3,11 +3,15 @@ then the same whichever FFT algorithm, device or batch computes it."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from demucs.demucs import Demucs
 
-from daw_bridge.separation.spectrum import make_one_sided_
+from daw_bridge.separation.spectrum import give_one_sided_spectra, make_one_sided_
+from tests.conftest import tiny_hdemucs, watch_istft
 
 
 def network_like_spectrum(rows: int, n_fft: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -59,6 +63,33 @@ def test_a_spectrum_without_its_nyquist_bin_keeps_its_top_bin():
 def test_a_real_tensor_is_refused():
     with pytest.raises(TypeError, match="complex"):
         make_one_sided_(torch.zeros(2, 9, 3), 16)
+
+
+def test_a_demucs_model_gives_its_istft_one_sided_spectra_and_the_same_audio(monkeypatch):
+    """HDemucs (hdemucs_mmi, the drum kit) runs demucs's own forward: its ``_ispec`` is
+    wrapped. On the CPU the stems stay the same bit for bit."""
+    mix = 0.1 * torch.randn(2, 2, 44100, generator=torch.Generator().manual_seed(0))
+    largest = watch_istft(monkeypatch)
+    with torch.inference_mode():
+        plain = tiny_hdemucs(seed=1)(mix)
+        assert max(largest) > 1e-4  # the raw network's spectrum has them
+        largest.clear()
+        wrapped = give_one_sided_spectra(tiny_hdemucs(seed=1))(mix)
+    assert largest and max(largest) == 0.0
+    assert torch.equal(wrapped, plain)
+
+
+def test_only_that_model_is_wrapped_and_a_copy_wraps_itself():
+    model, other = give_one_sided_spectra(tiny_hdemucs()), tiny_hdemucs()
+    assert "_ispec" in vars(model) and "_ispec" not in vars(other)
+    assert give_one_sided_spectra(model)._ispec == model._ispec  # once, not twice
+    twin = copy.deepcopy(model)
+    assert twin._ispec.__self__ is twin
+
+
+def test_a_model_without_an_istft_is_left_as_it_is():
+    waveform_only = Demucs(["drums", "bass"], channels=4, depth=2)
+    assert "_ispec" not in vars(give_one_sided_spectra(waveform_only))
 
 
 def two_transforms_as_one(first: np.ndarray, second: np.ndarray, n_fft: int) -> np.ndarray:

@@ -32,6 +32,7 @@ from daw_bridge.errors import InvalidOptionError, ModelUnavailableError
 from daw_bridge.models.msst.config import load_config
 from daw_bridge.models.msst.demix import Chunking, demix_stream
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
+from daw_bridge.separation.spectrum import give_one_sided_spectra
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def build_model(model_type: str, config: dict[str, Any]) -> torch.nn.Module:
 def _demucs_network(config: dict[str, Any]) -> torch.nn.Module:
     """demucs's network as MSST's ``get_model`` builds it: the class the config's ``model``
     names, its section's arguments, plus stems, channels, rate and segment from
-    ``training``."""
+    ``training``; its iSTFT given one-sided spectra (:func:`give_one_sided_spectra`)."""
     network = config.get("model")
     if network not in DEMUCS_NETWORKS or not isinstance(config.get(network), dict):
         raise ModelUnavailableError(
@@ -111,13 +112,14 @@ def _demucs_network(config: dict[str, Any]) -> torch.nn.Module:
     module, name = DEMUCS_NETWORKS[network]
     architecture = getattr(importlib.import_module(module), name)
     training = config["training"]
-    return architecture(
+    model = architecture(
         sources=list(training["instruments"]),
         audio_channels=training["channels"],
         samplerate=training["samplerate"],
         segment=training["segment"],
         **config[network],
     )
+    return give_one_sided_spectra(model)
 
 
 def chunking_of(model_type: str, config: dict[str, Any], batch_size: int | None = None) -> Chunking:

@@ -28,6 +28,7 @@ from daw_bridge.models.msst.separator import (
     model_type_of,
     read_state_dict,
 )
+from tests.conftest import watch_istft
 from tests.models.msst.conftest import reference_config
 from tests.models.msst.test_demix import PositionSensitive
 
@@ -141,6 +142,15 @@ def test_drumsep_separates_exactly_as_msst_does(batch_size, tmp_path, one_thread
     assert ours.shape == (4, 2, mix.shape[1])
     for index, stem in enumerate(separator.sources):
         assert relative_error(theirs[stem], ours[index]) < TOLERANCE, stem
+
+
+def test_its_istft_is_given_a_real_signals_spectrum(tmp_path, monkeypatch, one_thread):
+    """No imaginary part at 0 Hz, where a GPU's batched iSTFT could leak it into another
+    chunk (tests/separation/test_spectrum.py); demucs's HDemucs has its ``_ispec`` wrapped."""
+    separator = load_msst(*demucs_package(shrunk(8), tmp_path))
+    largest = watch_istft(monkeypatch)
+    separator.separate(0.3 * np.random.default_rng(7).standard_normal((2, 44100)).astype("f4"))
+    assert largest and max(largest) == 0.0
 
 
 def test_the_demucs_package_gives_its_state_as_saved(tmp_path):

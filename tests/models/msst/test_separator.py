@@ -17,6 +17,7 @@ import yaml
 from daw_bridge.errors import ModelUnavailableError
 from daw_bridge.models.loader import load_separator
 from daw_bridge.models.msst.separator import MsstSeparator, read_state_dict
+from tests.conftest import watch_istft
 from tests.models.msst.conftest import public_config, reference_config, reference_model
 
 inference = pytest.importorskip(
@@ -147,15 +148,7 @@ def test_every_network_gives_its_istft_a_real_signals_spectrum(name, tmp_path, m
     config = shrunk(name)
     checkpoint = save_as_msst(msst_model(model_type, config), config, tmp_path, "bare")
     separator = load_separator(str(checkpoint))
-    largest: list[float] = []
-    istft = torch.istft
-
-    def watched(spectrum, *args, **kwargs):
-        edges = spectrum[..., [0, kwargs["n_fft"] // 2], :]
-        largest.append(edges.imag.abs().max().item())
-        return istft(spectrum, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "istft", watched)
+    largest = watch_istft(monkeypatch)
     separator.separate(0.3 * np.random.default_rng(7).standard_normal((2, 44100)).astype("f4"))
     assert largest and max(largest) == 0.0
 
