@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,11 +147,11 @@ def istft_batch_dependence(device: str) -> None:
             torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
         )
         options = dict(n_fft=n_fft, hop_length=n_fft // 4, normalized=True, center=True)
+        window = torch.hann_window(n_fft)
         for label, spectrum in (
             ("as a network makes it", raw),
             ("one-sided", make_one_sided_(raw.clone(), n_fft)),
         ):
-            window = torch.hann_window(n_fft)
             on_cpu = torch.istft(spectrum, window=window, **options)
             batched = torch.istft(spectrum.to(device), window=window.to(device), **options)
             alone = torch.istft(spectrum[:1].to(device), window=window.to(device), **options)
@@ -164,7 +165,7 @@ def main() -> int:
     import torch
     from throughput import build_model
 
-    from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core
+    from daw_bridge.separation.spectrum import give_one_sided_spectra
     from tests.conftest import tiny_htdemucs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -172,6 +173,7 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="the full-size network")
     args = parser.parse_args()
     model = (build_model("full") if args.full else tiny_htdemucs(seed=1)).to(args.device).eval()
+    one_sided = give_one_sided_spectra(copy.deepcopy(model))  # as the engine runs it
     frames = int(model.segment * model.samplerate)
     torch.manual_seed(1)
     batch = (0.1 * torch.randn(4, 2, frames)).to(args.device)
@@ -185,11 +187,7 @@ def main() -> int:
     for name in settings:
         with switches(name), torch.inference_mode():
             theirs = relative(model(batch)[:1], model(batch[:1]))
-            core = HTDemucsCore(model)
-            ours = relative(
-                forward_with_core(model, batch, core)[:1],
-                forward_with_core(model, batch[:1], core),
-            )
+            ours = relative(one_sided(batch)[:1], one_sided(batch[:1]))
             where = first_divergence(model, batch)
         print(f"| {name} | {theirs:.1e} | {ours:.1e} | {where} |")
     with torch.inference_mode():

@@ -43,7 +43,7 @@ from daw_bridge.separation.backends import (
     install_hint,
 )
 from daw_bridge.separation.base import CancelCheck, ProgressCallback
-from daw_bridge.separation.htcore import HTDemucsCore, forward_with_core, supports_core
+from daw_bridge.separation.htcore import forward_with_core, supports_core
 from daw_bridge.separation.spectrum import give_one_sided_spectra
 
 log = logging.getLogger(__name__)
@@ -185,10 +185,7 @@ class DemucsEngine:
             )
         if half_dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f"half_dtype must be float16 or bfloat16, not {half_dtype}")
-        self.models = [model.to(self.device).eval() for model in models]
-        for model in self.models:  # HTDemucs runs through forward_with_core, which does this
-            if not supports_core(model):
-                give_one_sided_spectra(model)
+        self.models = [give_one_sided_spectra(model.to(self.device).eval()) for model in models]
         self.weights = (
             [list(map(float, w)) for w in weights]
             if weights is not None
@@ -299,8 +296,6 @@ class DemucsEngine:
             if out is not None:
                 return out
         with _interruptible(model, tracker):
-            if supports_core(model):  # as model(inputs), with the iSTFT's input made one-sided
-                return forward_with_core(model, inputs, HTDemucsCore(model))
             return model(inputs)
 
     # -- public ---------------------------------------------------------------------

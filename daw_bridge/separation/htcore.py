@@ -5,9 +5,7 @@ are complex. Everything between the magnitude ("complex as channels") input
 and the decoder outputs is real, so :class:`HTDemucsCore` wraps exactly that
 part and :func:`forward_with_core` re-assembles ``HTDemucs.forward`` around any
 callable that computes it (the torch module itself, ONNX Runtime, OpenVINO).
-With the torch core the result equals ``HTDemucs.forward`` bit for bit on the CPU;
-on a GPU it differs where cuFFT would have let one segment's 0 Hz bin leak into
-another's (:mod:`daw_bridge.separation.spectrum`).
+With the torch core the result equals ``HTDemucs.forward`` bit for bit.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ from demucs.htdemucs import HTDemucs
 from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
-
-from daw_bridge.separation.spectrum import make_one_sided_
 
 #: ``(mix, mag) -> (freq branch output, time branch output)``
 CoreFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -118,8 +114,7 @@ def _normalised(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, .
 
 
 def forward_with_core(model: HTDemucs, mix: torch.Tensor, core: CoreFn) -> torch.Tensor:
-    """``model(mix)`` in eval mode, with the network core computed by ``core`` and the
-    iSTFT given a real signal's spectrum (:func:`make_one_sided_`)."""
+    """``model(mix)`` in eval mode, with the network core computed by ``core``."""
     length = mix.shape[-1]
     training_length = int(model.segment * model.samplerate)
     length_pre_pad = None
@@ -134,7 +129,7 @@ def forward_with_core(model: HTDemucs, mix: torch.Tensor, core: CoreFn) -> torch
     x, xt = core(normalised_mix, mag)
     x = x * std[:, None] + mean[:, None]
     xt = xt * stdt[:, None] + meant[:, None]
-    zout = make_one_sided_(model._mask(z, x), model.nfft)  # nothing else reads _mask(z, x)
+    zout = model._mask(z, x)
     out = model._ispec(zout, training_length) + xt
     if length_pre_pad:
         out = out[..., :length_pre_pad]

@@ -16,8 +16,6 @@ computes the same inverse.
 
 from __future__ import annotations
 
-import types
-
 import torch
 from torch import nn
 
@@ -39,19 +37,27 @@ def make_one_sided_(spectrum: torch.Tensor, n_fft: int) -> torch.Tensor:
 
 
 def give_one_sided_spectra(model: nn.Module) -> nn.Module:
-    """Make a demucs model (HDemucs, HTDemucs) hand its iSTFT one-sided spectra in its own
-    ``forward``; a model without an iSTFT (waveform Demucs) is returned as it is.
+    """Make a demucs model (HTDemucs, HDemucs) hand its iSTFT one-sided spectra, on every
+    path that calls its ``_ispec`` (its own ``forward`` and ``htcore.forward_with_core``);
+    a model without an iSTFT (waveform Demucs) is returned as it is.
 
     demucs has no hook between its mask and its iSTFT, so this instance's ``_ispec`` is
-    wrapped, once and for good (its class and other instances are untouched; a deep copy
-    wraps the copy). HTDemucs in the engine needs none of this: ``forward_with_core``
-    calls :func:`make_one_sided_` itself.
+    wrapped, once and for good: its class and other instances are untouched, and a deep
+    or pickled copy stays wrapped.
     """
     if hasattr(type(model), "_ispec") and "_ispec" not in vars(model):
-        model._ispec = types.MethodType(_one_sided_ispec, model)
+        model._ispec = _OneSidedIspec(model)
     return model
 
 
-def _one_sided_ispec(model: nn.Module, z: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    # ``z`` is ``_mask``'s output, made for this call only: writing into it is safe.
-    return type(model)._ispec(model, make_one_sided_(z, model.nfft), *args, **kwargs)
+class _OneSidedIspec:
+    """``model._ispec`` with its input made one-sided. An object, not a closure or bound
+    method, so that a model carrying it can still be pickled."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, z: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        # ``z`` is ``_mask``'s output, made for this call only: writing into it is safe.
+        model = self.model
+        return type(model)._ispec(model, make_one_sided_(z, model.nfft), *args, **kwargs)

@@ -112,7 +112,7 @@ def _a_real_song() -> np.ndarray:
 @pytest.mark.parametrize("clip", ["a 7 s song", "the shortest block (one 8192-point frame)"])
 def test_the_harmonic_masks_are_exactly_librosas_hpss(band, clip):
     """The median filters run through scipy's 1-D filter, line by line joined end to
-    end (about 3x faster for the whole separator); librosa's own HPSS is the reference."""
+    end (2.7x faster for the whole separator); librosa's own HPSS is the reference."""
     cfg = dsp_module._LOW_BAND if band == "low" else dsp_module._UPPER_BAND
     mix = _a_real_song() if clip == "a 7 s song" else synthetic_song(seconds=8192 / 44100)[0]
     stft = librosa.stft(mix, n_fft=cfg.n_fft, hop_length=cfg.hop)

@@ -77,17 +77,9 @@ def test_bag_of_models_matches_apply_model():
     assert relative_error(ours, reference) < 1e-4
 
 
-def first_layer(model: HTDemucs) -> torch.nn.Module:
-    """Runs once per forward pass (the engine runs HTDemucs's layers itself, so hooks on
-    the model's own ``forward`` would never fire)."""
-    return model.encoder[0]
-
-
 def test_segments_are_batched_in_one_forward_pass(model):
     seen: list[int] = []
-    handle = first_layer(model).register_forward_pre_hook(
-        lambda _m, inputs: seen.append(inputs[0].shape[0])
-    )
+    handle = model.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape[0]))
     try:
         DemucsEngine([model], batch_size=3, device="cpu", backend="torch").apply(mix_of(3.0))
     finally:
@@ -118,7 +110,7 @@ def test_progress_reports_real_fraction_done(model):
 
 def test_cancel_stops_before_the_next_batch(model):
     calls = {"forward": 0}
-    handle = first_layer(model).register_forward_pre_hook(
+    handle = model.register_forward_pre_hook(
         lambda *_: calls.__setitem__("forward", calls["forward"] + 1)
     )
     done: list[float] = []
@@ -209,10 +201,10 @@ def gpu_model() -> HTDemucs:
 def test_on_a_gpu_batched_segments_match_apply_model_on_the_cpu(
     gpu_model, exact_float32_on_gpu, batch_size
 ):
-    """Batches of 4 once moved this network's output by 0.97 % on an H200: cuFFT mixed
-    the 0 Hz bins' imaginary parts of a batch's segments (daw_bridge/separation/
-    spectrum.py). With the iSTFT given one-sided spectra, any batch gives the CPU's
-    result, within float32 rounding."""
+    """Batches of 4 once moved this network's output by 0.97 % on an H200, likely as
+    cuFFT mixed the imaginary 0 Hz parts of a batch's segments (daw_bridge/separation/
+    spectrum.py). With the iSTFT given one-sided spectra, any batch should give the
+    CPU's result, within float32 rounding."""
     mix = mix_of(4.3)
     reference = apply_model(tiny_htdemucs(seed=1), mix[None], shifts=0, overlap=0.25)[0]
     ours = DemucsEngine([gpu_model], device="cuda", batch_size=batch_size).apply(mix)

@@ -4,6 +4,7 @@ then the same whichever FFT algorithm, device or batch computes it."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -11,7 +12,10 @@ import torch
 from demucs.demucs import Demucs
 
 from daw_bridge.separation.spectrum import give_one_sided_spectra, make_one_sided_
-from tests.conftest import tiny_hdemucs, watch_istft
+from tests.conftest import tiny_hdemucs, tiny_htdemucs, watch_istft
+
+#: A second of stereo noise, a demucs model's input.
+MIX = 0.1 * torch.randn(1, 2, 44100, generator=torch.Generator().manual_seed(0))
 
 
 def network_like_spectrum(rows: int, n_fft: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -65,26 +69,37 @@ def test_a_real_tensor_is_refused():
         make_one_sided_(torch.zeros(2, 9, 3), 16)
 
 
-def test_a_demucs_model_gives_its_istft_one_sided_spectra_and_the_same_audio(monkeypatch):
-    """HDemucs (hdemucs_mmi, the drum kit) runs demucs's own forward: its ``_ispec`` is
-    wrapped. On the CPU the stems stay the same bit for bit."""
-    mix = 0.1 * torch.randn(2, 2, 44100, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("network", [tiny_htdemucs, tiny_hdemucs])
+def test_a_demucs_model_gives_its_istft_one_sided_spectra_and_the_same_audio(monkeypatch, network):
+    """demucs's own forward, its ``_ispec`` wrapped: on the CPU the stems stay the same
+    bit for bit."""
     largest = watch_istft(monkeypatch)
     with torch.inference_mode():
-        plain = tiny_hdemucs(seed=1)(mix)
+        plain = network(seed=1)(MIX)
         assert max(largest) > 1e-4  # the raw network's spectrum has them
         largest.clear()
-        wrapped = give_one_sided_spectra(tiny_hdemucs(seed=1))(mix)
+        wrapped = give_one_sided_spectra(network(seed=1))(MIX)
     assert largest and max(largest) == 0.0
     assert torch.equal(wrapped, plain)
 
 
-def test_only_that_model_is_wrapped_and_a_copy_wraps_itself():
+def test_only_that_model_is_wrapped_and_only_once():
     model, other = give_one_sided_spectra(tiny_hdemucs()), tiny_hdemucs()
     assert "_ispec" in vars(model) and "_ispec" not in vars(other)
-    assert give_one_sided_spectra(model)._ispec == model._ispec  # once, not twice
-    twin = copy.deepcopy(model)
-    assert twin._ispec.__self__ is twin
+    wrapper = model._ispec
+    assert give_one_sided_spectra(model)._ispec is wrapper
+
+
+@pytest.mark.parametrize(
+    "duplicate", [copy.deepcopy, lambda model: pickle.loads(pickle.dumps(model))]
+)
+def test_a_copy_of_a_wrapped_model_stays_wrapped(monkeypatch, duplicate):
+    model = give_one_sided_spectra(tiny_hdemucs(seed=1))
+    twin = duplicate(model)
+    largest = watch_istft(monkeypatch)
+    with torch.inference_mode():
+        assert torch.equal(twin(MIX), model(MIX))
+    assert len(largest) == 2 and max(largest) == 0.0
 
 
 def test_a_model_without_an_istft_is_left_as_it_is():
